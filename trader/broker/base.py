@@ -28,6 +28,14 @@ class ExecutionClient(Protocol):
         """Orders accepted but not yet filled."""
         ...
 
+    def last_cancelled(self) -> list[Order]:
+        """Orders the most recent `on_bar` cancelled instead of filling (reduce-only, flat)."""
+        ...
+
+    def cancel_all(self, symbol: str | None = None) -> list[Order]:
+        """Cancel pending orders of one symbol (or all) and return them."""
+        ...
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able broker state (pending orders, protective levels) saved with the run."""
         ...

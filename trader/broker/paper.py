@@ -1,0 +1,320 @@
+"""The paper broker: a deterministic simulation of Bybit linear-perpetual market orders.
+
+Owns the queue of accepted orders, their fills at the next bar's open (slippage, tick rounding,
+taker fee), the exchange-side net position per symbol that reduce-only orders are capped
+against, and protective stop-loss / take-profit exits from each bar's high and low. It must not
+apply risk rules (every order it receives was approved) or touch the portfolio; it reports fills.
+
+Fill rules, in the order `on_bar` applies them to one bar:
+
+1. Pending orders whose decision bar closed before this bar fill at this bar's open, moved by
+   the slippage against the taker (a buy pays up, a sell receives less), rounded to the tick
+   against the taker, then clamped into [low, high]: a fill never lies outside its bar.
+   Reduce-only orders are capped at the position and cancelled when nothing is left to reduce.
+2. The position's protective levels, set by the order that opened, increased or flipped it, are
+   checked against the bar's range (the entry bar included). When both are hit the stop wins;
+   the exit fills at the level, or at the open when the bar gapped through it, with the same
+   slippage, rounding, clamping and fee, and closes the whole position.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from trader.domain import Bar, Fill, FillReason, Order, Side
+from trader.instruments import InstrumentBook
+from trader.order_ids import client_order_id
+
+#: How many recent client order ids are remembered to ignore a retried submit. Ids embed the
+#: bar, so a retry happens within a bar or two; older duplicates cannot arrive.
+RECENT_IDS_KEPT = 256
+_BPS = Decimal(10_000)
+_ZERO = Decimal(0)
+_STATE_VERSION = 1
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Holding:
+    """The simulated exchange's view of one symbol: net qty and its protective levels."""
+
+    qty: Decimal = _ZERO
+    stop_loss: float | None = None
+    take_profit: float | None = None
+
+
+class PaperBroker:
+    """An `ExecutionClient` that fills market orders against the bars it is shown."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        taker_fee: Decimal,
+        slippage_bps: Decimal,
+        instruments: InstrumentBook,
+    ) -> None:
+        """Create a broker with no orders and flat positions.
+
+        Args:
+            run_id: the run; protective exits derive their order ids from it.
+            taker_fee: fee rate charged on every fill's notional (0.00055 = 5.5 bps).
+            slippage_bps: adverse price move applied to every fill, in basis points.
+            instruments: tick sizes used to round fill prices.
+
+        Raises:
+            ValueError: a negative or non-finite fee or slippage.
+        """
+        for name, value in (("taker_fee", taker_fee), ("slippage_bps", slippage_bps)):
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value}")
+        self._run_id = run_id
+        self._taker_fee = taker_fee
+        self._buy_factor = 1 + slippage_bps / _BPS
+        self._sell_factor = 1 - slippage_bps / _BPS
+        self._instruments = instruments
+        self._pending: dict[str, list[Order]] = {}
+        self._holdings: dict[str, _Holding] = {}
+        self._recent_ids: deque[str] = deque(maxlen=RECENT_IDS_KEPT)
+        self._last_cancelled: list[Order] = []
+
+    async def submit(self, order: Order) -> None:
+        """Queue an approved order; it fills at the first bar after its decision bar.
+
+        A second submit of a client order id seen recently is ignored (and logged), as the
+        exchange rejects a duplicate orderLinkId: a retried submit never doubles a position.
+
+        Raises:
+            ValueError: the order quantity is not positive.
+        """
+        if not order.qty > 0:
+            raise ValueError(f"{order.client_order_id}: qty must be positive, got {order.qty}")
+        if order.client_order_id in self._recent_ids:
+            _log.warning(
+                "order_duplicate_ignored",
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+            )
+            return
+        self._recent_ids.append(order.client_order_id)
+        self._pending.setdefault(order.symbol, []).append(order)
+
+    async def on_bar(self, bar: Bar) -> list[Fill]:
+        """Fills caused by this closed bar: pending market orders first, then protective exits."""
+        self._last_cancelled = []
+        fills: list[Fill] = []
+        queue = self._pending.get(bar.symbol)
+        if queue:
+            close_ms = bar.close_ms
+            # created_ms is the decision bar's close, so this is the first bar starting after
+            # the decision bar; the decision bar itself (close_ms == created_ms) never fills it.
+            due = [order for order in queue if close_ms > order.created_ms]
+            if due:
+                rest = [order for order in queue if close_ms <= order.created_ms]
+                if rest:
+                    self._pending[bar.symbol] = rest
+                else:
+                    del self._pending[bar.symbol]
+                for order in due:
+                    fill = self._fill_order(order, bar)
+                    if fill is not None:
+                        fills.append(fill)
+        holding = self._holdings.get(bar.symbol)
+        if holding is not None and holding.qty != 0:
+            exit_fill = self._protective_exit(holding, bar)
+            if exit_fill is not None:
+                fills.append(exit_fill)
+        return fills
+
+    def pending_orders(self) -> list[Order]:
+        """Orders accepted but not yet filled or cancelled, per symbol in submission order."""
+        return [order for queue in self._pending.values() for order in queue]
+
+    def cancel_all(self, symbol: str | None = None) -> list[Order]:
+        """Cancel pending orders of one symbol (or all) and return them; levels are kept."""
+        if symbol is None:
+            cancelled = self.pending_orders()
+            self._pending.clear()
+            return cancelled
+        return self._pending.pop(symbol, [])
+
+    def last_cancelled(self) -> list[Order]:
+        """Reduce-only orders the most recent `on_bar` cancelled because nothing was left."""
+        return list(self._last_cancelled)
+
+    def net_qty(self, symbol: str) -> Decimal:
+        """The simulated exchange's signed position (+ long, - short, 0 flat)."""
+        holding = self._holdings.get(symbol)
+        return _ZERO if holding is None else holding.qty
+
+    def protective_levels(self, symbol: str) -> tuple[float | None, float | None]:
+        """The (stop_loss, take_profit) levels guarding the symbol's position."""
+        holding = self._holdings.get(symbol)
+        if holding is None:
+            return (None, None)
+        return (holding.stop_loss, holding.take_profit)
+
+    # -- fills -----------------------------------------------------------------------------
+
+    def _fill_order(self, order: Order, bar: Bar) -> Fill | None:
+        holding = self._holdings.get(order.symbol)
+        if holding is None:
+            holding = self._holdings[order.symbol] = _Holding()
+        qty = order.qty
+        if order.reduce_only:
+            reducible = -holding.qty if order.side is Side.BUY else holding.qty
+            if reducible <= 0:
+                self._last_cancelled.append(order)
+                return None
+            qty = min(qty, reducible)
+        price = self._execution_price(order.side, Decimal(repr(bar.open)), bar)
+        reason = FillReason.FLATTEN if order.leg == "flatten" else FillReason.MARKET
+        fill = Fill(
+            order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            fee=qty * price * self._taker_fee,
+            ts_ms=bar.start_ms,
+            reason=reason,
+        )
+        _apply(holding, fill.signed_qty, order)
+        return fill
+
+    def _protective_exit(self, holding: _Holding, bar: Bar) -> Fill | None:
+        stop, take = holding.stop_loss, holding.take_profit
+        long = holding.qty > 0
+        # Floats compare exactly; Decimal conversion waits until a level is actually hit.
+        if long:
+            if stop is not None and bar.low <= stop:
+                level, reason, leg = min(bar.open, stop), FillReason.STOP_LOSS, "sl"
+            elif take is not None and bar.high >= take:
+                level, reason, leg = max(bar.open, take), FillReason.TAKE_PROFIT, "tp"
+            else:
+                return None
+        elif stop is not None and bar.high >= stop:
+            level, reason, leg = max(bar.open, stop), FillReason.STOP_LOSS, "sl"
+        elif take is not None and bar.low <= take:
+            level, reason, leg = min(bar.open, take), FillReason.TAKE_PROFIT, "tp"
+        else:
+            return None
+        side = Side.SELL if long else Side.BUY
+        qty = abs(holding.qty)
+        price = self._execution_price(side, Decimal(repr(level)), bar)
+        fill = Fill(
+            order_id=client_order_id(self._run_id, bar.symbol, bar.start_ms, leg),
+            symbol=bar.symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            fee=qty * price * self._taker_fee,
+            # Known only once the bar has closed; stamping the bar's last millisecond also keeps
+            # it after the same bar's open fills.
+            ts_ms=bar.end_ms,
+            reason=reason,
+        )
+        _apply(holding, fill.signed_qty, None)
+        return fill
+
+    def _execution_price(self, side: Side, base: Decimal, bar: Bar) -> Decimal:
+        """Slip `base` against the taker, round to the tick against it, clamp into the bar."""
+        instrument = self._instruments.get(bar.symbol, bar.open)
+        factor = self._buy_factor if side is Side.BUY else self._sell_factor
+        price = instrument.round_price(base * factor, side)
+        low, high = Decimal(repr(bar.low)), Decimal(repr(bar.high))
+        return min(max(price, low), high)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able broker state: pending orders, positions, levels, recent ids, fallbacks."""
+        return {
+            "version": _STATE_VERSION,
+            "pending": [_order_to_dict(order) for order in self.pending_orders()],
+            "holdings": {
+                symbol: {
+                    "qty": str(holding.qty),
+                    "stop_loss": holding.stop_loss,
+                    "take_profit": holding.take_profit,
+                }
+                for symbol, holding in self._holdings.items()
+            },
+            "recent_ids": list(self._recent_ids),
+            "instruments": self._instruments.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, replacing the current state.
+
+        Raises:
+            ValueError: the state was written by an incompatible version.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"paper broker state version {state.get('version')!r} unsupported")
+        self._pending = {}
+        for row in state["pending"]:
+            order = _order_from_dict(row)
+            self._pending.setdefault(order.symbol, []).append(order)
+        self._holdings = {
+            symbol: _Holding(
+                qty=Decimal(row["qty"]),
+                stop_loss=row["stop_loss"],
+                take_profit=row["take_profit"],
+            )
+            for symbol, row in state["holdings"].items()
+        }
+        self._recent_ids = deque(state["recent_ids"], maxlen=RECENT_IDS_KEPT)
+        self._instruments.load_state_dict(state["instruments"])
+        self._last_cancelled = []
+
+
+def _apply(holding: _Holding, delta: Decimal, order: Order | None) -> None:
+    """Move the net position; the order that opens, adds to or flips it sets the levels."""
+    old = holding.qty
+    new = old + delta
+    holding.qty = new
+    if new == 0:
+        holding.stop_loss = holding.take_profit = None
+    elif order is not None and (old == 0 or (old > 0) != (new > 0) or abs(new) > abs(old)):
+        holding.stop_loss = order.stop_loss
+        holding.take_profit = order.take_profit
+
+
+def _order_to_dict(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "run_id": order.run_id,
+        "decision_id": order.decision_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "qty": str(order.qty),
+        "reduce_only": order.reduce_only,
+        "leg": order.leg,
+        "created_ms": order.created_ms,
+        "stop_loss": order.stop_loss,
+        "take_profit": order.take_profit,
+    }
+
+
+def _order_from_dict(row: Mapping[str, Any]) -> Order:
+    return Order(
+        client_order_id=row["client_order_id"],
+        run_id=row["run_id"],
+        decision_id=row["decision_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        qty=Decimal(row["qty"]),
+        reduce_only=bool(row["reduce_only"]),
+        leg=row["leg"],
+        created_ms=int(row["created_ms"]),
+        stop_loss=row["stop_loss"],
+        take_profit=row["take_profit"],
+    )

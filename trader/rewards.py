@@ -1,0 +1,127 @@
+"""Per-decision rewards: the raw outcome of each decision over the next bar, HICRA-shaped.
+
+Owns the bookkeeping between a decision and its outcome: at most one open decision per symbol,
+holding the symbol's PnL and the account equity at decision time. When the symbol's next bar
+has been filled and marked, the engine closes it and gets one `rewards` row. It must not read
+the portfolio, bars or the clock itself (the engine passes the numbers in) nor choose weights.
+
+Definitions, per decision on bar t for one symbol:
+
+* ``raw_reward`` (USDT) = symbol PnL after bar t+1 is filled and marked - symbol PnL at the
+  decision, where symbol PnL = realised + unrealised - fees: the symbol's mark-to-market change
+  over the next bar, net of the fees paid on it.
+* ``raw_return`` = raw_reward / account equity at the decision.
+* ``shaped_reward`` = weight(decision_type) * raw_return (`strategies.hicra.shape_reward`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from strategies.hicra import HicraWeights, shape_reward
+from trader.domain import DecisionType
+from trader.persistence.batch import Row
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenDecision:
+    decision_id: str
+    bar_start_ms: int
+    decision_type: DecisionType
+    symbol_pnl: Decimal
+    equity: Decimal
+
+
+class RewardTracker:
+    """Pairs each decision with the next bar's outcome and shapes the reward."""
+
+    def __init__(self, weights: HicraWeights) -> None:
+        """Create a tracker with no open decisions, shaping with `weights` (from config)."""
+        self._weights = weights
+        self._open: dict[str, _OpenDecision] = {}
+
+    def open(
+        self,
+        decision_id: str,
+        symbol: str,
+        bar_start_ms: int,
+        decision_type: DecisionType,
+        symbol_pnl: Decimal,
+        equity: Decimal,
+    ) -> None:
+        """Record a decision and the symbol's PnL and account equity when it was made.
+
+        Raises:
+            ValueError: the symbol already has an open decision (close it first), or the
+                equity is not positive (a return on it would be meaningless).
+        """
+        if symbol in self._open:
+            pending = self._open[symbol].decision_id
+            raise ValueError(f"{symbol}: decision {pending} is still open; close it first")
+        if not equity.is_finite() or equity <= 0:
+            raise ValueError(f"{symbol}: equity at decision must be positive, got {equity}")
+        self._open[symbol] = _OpenDecision(
+            decision_id=decision_id,
+            bar_start_ms=bar_start_ms,
+            decision_type=DecisionType(decision_type),
+            symbol_pnl=symbol_pnl,
+            equity=equity,
+        )
+
+    def close(self, symbol: str, symbol_pnl: Decimal) -> Row | None:
+        """Close the symbol's open decision with its PnL now; None when none is open.
+
+        Returns:
+            The rewards row: decision_id, symbol, bar_start_ms, raw_reward, raw_return,
+            shaped_reward, decision_type, weight (the engine adds the run id).
+        """
+        decision = self._open.pop(symbol, None)
+        if decision is None:
+            return None
+        change = symbol_pnl - decision.symbol_pnl
+        # One division in Decimal, then a single conversion: no float error accumulates.
+        raw_return = float(change / decision.equity)
+        shaped, weight = shape_reward(raw_return, decision.decision_type, self._weights)
+        return {
+            "decision_id": decision.decision_id,
+            "symbol": symbol,
+            "bar_start_ms": decision.bar_start_ms,
+            "raw_reward": float(change),
+            "raw_return": raw_return,
+            "shaped_reward": shaped,
+            "decision_type": decision.decision_type.value,
+            "weight": weight,
+        }
+
+    def is_open(self, symbol: str) -> bool:
+        """True when the symbol has a decision awaiting its outcome."""
+        return symbol in self._open
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able open decisions; Decimals as strings so the round trip is exact."""
+        return {
+            symbol: {
+                "decision_id": decision.decision_id,
+                "bar_start_ms": decision.bar_start_ms,
+                "decision_type": decision.decision_type.value,
+                "symbol_pnl": str(decision.symbol_pnl),
+                "equity": str(decision.equity),
+            }
+            for symbol, decision in self._open.items()
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned, replacing the open decisions."""
+        self._open = {
+            symbol: _OpenDecision(
+                decision_id=row["decision_id"],
+                bar_start_ms=int(row["bar_start_ms"]),
+                decision_type=DecisionType(row["decision_type"]),
+                symbol_pnl=Decimal(row["symbol_pnl"]),
+                equity=Decimal(row["equity"]),
+            )
+            for symbol, row in state.items()
+        }
