@@ -1,0 +1,177 @@
+"""Replay throughput on the full real BTCUSDT 5m series (25,920 bars).
+
+Modes, each measured in its own process (so peak RSS belongs to that mode):
+  features  the rolling feature buffer alone (raw features, O(1) per bar)
+  noop      the full pipeline with a strategy that always HOLDs, SQLite persistence on
+  ema_cross the full pipeline with the EMA-cross strategy, SQLite persistence on
+  replay    `trader replay`'s own code path end to end (CSV.GZ parsing included), ema_cross
+
+Start-up (imports, reading the candles into memory, creating and migrating the database) is
+excluded for the first three; the timing of a pipeline run ends when the writer has committed the
+last batch. Prints the median of N runs, the ratios, and peak RSS.
+
+    .venv/bin/python bench/replay_throughput.py [--runs 5] [--data bench/data/BTCUSDT_5m.csv.gz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
+MODES = ("features", "noop", "ema_cross", "replay")
+
+
+def _load_bars(path: Path) -> list:
+    from trader.domain import Bar
+    from trader.replay.candles import iter_candles
+
+    return [item for item in iter_candles(path) if isinstance(item, Bar)]
+
+
+def _features_run(bars: list) -> float:
+    from trader.features.buffer import FeatureBook
+
+    book = FeatureBook(tactical_window=64, strategic_window=256, scale_window=256, clip=5.0)
+    started = time.perf_counter()
+    for bar in bars:
+        book.update(bar)
+    return time.perf_counter() - started
+
+
+async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
+    from trader.config import Settings
+    from trader.persistence.database import make_engine
+    from trader.persistence.migrate import ensure_schema
+    from trader.persistence.repository import create_run
+    from trader.persistence.writer import BatchWriter
+    from trader.pipeline import build_engine
+
+    settings = Settings(
+        database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": strategy}
+    )
+    db = make_engine(settings.database.url)
+    await ensure_schema(db)
+    from datetime import UTC, datetime
+
+    await create_run(
+        db,
+        run_id="bench",
+        mode="replay",
+        config={"settings": settings.redacted()},
+        strategy=strategy,
+        interval="5",
+        symbols=["BTCUSDT"],
+        started_at=datetime.now(UTC),
+    )
+    cfg = settings.database
+    async with BatchWriter(
+        db,
+        queue_max_batches=cfg.queue_max_batches,
+        retry_attempts=cfg.write_retry_attempts,
+        retry_backoff_s=cfg.write_retry_backoff_s,
+        enqueue_timeout_s=cfg.enqueue_timeout_s,
+    ) as writer:
+        engine = build_engine(settings, run_id="bench", sink=writer)
+        started = time.perf_counter()
+        for bar in bars:
+            await engine.process_slice([bar])
+            if engine.should_flush():
+                await engine.flush()
+        await engine.flush(wait=True)
+        elapsed = time.perf_counter() - started
+    await db.dispose()
+    return elapsed
+
+
+def _replay_run(data: Path, db_path: Path) -> float:
+    from trader.config import Settings
+    from trader.replay.runner import ReplayOptions, replay
+
+    settings = Settings(
+        database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": "ema_cross"}
+    )
+    started = time.perf_counter()
+    asyncio.run(replay(settings, ReplayOptions(sources=(data,), run_name="bench")))
+    return time.perf_counter() - started
+
+
+def child(mode: str, runs: int, data: Path) -> None:
+    """Measure one mode `runs` times and print a JSON line."""
+    from trader.logs import configure_logging
+
+    configure_logging("WARNING", "json")
+    bars = _load_bars(data)
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(runs):
+            db_path = Path(tmp) / f"bench-{index}.db"
+            if mode == "features":
+                seconds.append(_features_run(bars))
+            elif mode == "replay":
+                seconds.append(_replay_run(data, db_path))
+            else:
+                seconds.append(asyncio.run(_pipeline_run(bars, mode, db_path)))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {"mode": mode, "bars": len(bars), "seconds": seconds, "peak_rss_mb": peak_rss_mb}
+        )
+    )
+
+
+def main() -> None:
+    """Run every mode in a subprocess and print medians and ratios."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        child(args.mode, args.runs, args.data)
+        return
+    results = {}
+    for mode in MODES:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--runs",
+                str(args.runs),
+                "--data",
+                str(args.data),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    bars = results["features"]["bars"]
+    print(f"replay throughput, {args.runs} runs each, {bars:,} bars of {args.data.name}")
+    print(f"{'mode':<10} {'median s':>9} {'bars/s':>10} {'peak RSS MB':>12}")
+    rates = {}
+    for mode, result in results.items():
+        median = statistics.median(result["seconds"])
+        rates[mode] = result["bars"] / median
+        print(f"{mode:<10} {median:>9.3f} {rates[mode]:>10,.0f} {result['peak_rss_mb']:>12.0f}")
+    for mode in ("noop", "ema_cross"):
+        ratio = rates["features"] / rates[mode]
+        print(f"{mode} pipeline time / features-only time: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The engine over real candles: one decision per bar, no lookahead, determinism, risk halts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from risk.state import TradingState
+from tests.support.candles import load_candles
+from tests.support.engine_harness import (
+    ListSink,
+    perturbed,
+    run_engine,
+    settings_for,
+    slices,
+)
+from trader.domain import Bar
+from trader.pipeline import build_engine
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+STRATEGIES = ("ema_cross", "buy_hold", "random", "noop")
+
+
+@pytest.fixture(scope="module")
+def btc() -> list[Bar]:
+    """1,500 real BTCUSDT 5m bars."""
+    return load_candles(FIXTURES / "BTCUSDT_5m.csv.gz", "BTCUSDT", "5")
+
+
+@pytest.fixture(scope="module")
+def eth() -> list[Bar]:
+    """1,500 real ETHUSDT 5m bars over the same span."""
+    return load_candles(FIXTURES / "ETHUSDT_5m.csv.gz", "ETHUSDT", "5")
+
+
+async def test_one_decision_per_symbol_and_bar_when_two_symbols_close_together(
+    btc: list[Bar], eth: list[Bar]
+) -> None:
+    """Every processed bar of every symbol gets exactly one decision row, HOLD included."""
+    _, sink = await run_engine(settings_for("random"), slices(btc + eth))
+    decisions = sink.rows("decisions")
+    keys = [(row["symbol"], row["bar_start_ms"]) for row in decisions]
+    assert len(keys) == len(set(keys)) == len(btc) + len(eth)
+    assert {row["action"] for row in decisions} >= {"HOLD", "BUY_LONG", "SELL_SHORT"}
+    assert len(sink.rows("bars")) == len(btc) + len(eth)
+    assert len(sink.rows("equity")) == len(btc)  # one account mark per slice
+
+
+async def test_no_trades_before_features_are_warm_when_starting(btc: list[Bar]) -> None:
+    """Bars before the strategic window is warm get HOLD, and no order is placed."""
+    engine, sink = await run_engine(settings_for("random"), slices(btc))
+    buffer = engine._features.get("BTCUSDT", "5")
+    assert buffer is not None
+    warmup = buffer.warmup_bars
+    assert 0 < warmup < len(btc)
+    early = [
+        row for row in sink.rows("decisions") if row["bar_start_ms"] < btc[warmup - 1].start_ms
+    ]
+    assert early
+    assert all(row["action"] == "HOLD" for row in early)
+    first_order_bar = min(row["created_ms"] for row in sink.rows("orders"))
+    assert first_order_bar > btc[warmup - 2].close_ms
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_nothing_up_to_t_changes_when_later_bars_are_perturbed(
+    btc: list[Bar], strategy: str
+) -> None:
+    """No lookahead: decisions, orders and fills up to bar t ignore every bar after t."""
+    t = 1_100
+    cutoff_ms = btc[t].start_ms
+    _, base = await run_engine(settings_for(strategy), slices(btc))
+    _, other = await run_engine(settings_for(strategy), slices(perturbed(btc, t, 1.07)))
+
+    def upto(sink: ListSink, table: str, key: str) -> list[dict[str, object]]:
+        return [row for row in sink.rows(table) if row[key] <= cutoff_ms]
+
+    decisions = upto(base, "decisions", "bar_start_ms")
+    assert len(decisions) == t + 1
+    assert decisions == upto(other, "decisions", "bar_start_ms")
+    # Orders decided on bar t are created at its close; fills up to t happened within bars <= t.
+    orders = [r for r in base.rows("orders") if r["created_ms"] <= btc[t].close_ms]
+    assert orders == [r for r in other.rows("orders") if r["created_ms"] <= btc[t].close_ms]
+    assert upto(base, "fills", "ts_ms") == upto(other, "fills", "ts_ms")
+    equity = [r for r in base.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
+    assert equity == [r for r in other.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
+    # The perturbation did reach the engine: later bars (and, when positioned, equity) differ.
+    assert base.rows("bars") != other.rows("bars")
+    if strategy != "noop":
+        assert base.rows("equity") != other.rows("equity")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_runs_are_identical_when_replaying_same_input(btc: list[Bar], strategy: str) -> None:
+    """Determinism: two runs over the same bars give identical rows in every table."""
+    _, first = await run_engine(settings_for(strategy), slices(btc))
+    _, second = await run_engine(settings_for(strategy), slices(btc))
+    for table in ("decisions", "orders", "fills", "equity", "rewards", "positions"):
+        assert first.rows(table) == second.rows(table), table
+
+
+async def test_restored_engine_ends_identical_when_resumed_mid_run(btc: list[Bar]) -> None:
+    """Snapshot at a flush, rebuild features by warming, continue: same rows as one run."""
+    settings = settings_for("random")
+    bar_slices = slices(btc)
+    _, whole = await run_engine(settings, bar_slices)
+
+    cut = 1_000
+    _first_engine, first = await run_engine(settings, bar_slices[:cut])
+    snapshot = first.batches[-1].snapshot
+    assert snapshot is not None
+    assert snapshot.last_slice_start_ms == btc[cut - 1].start_ms
+    resumed_sink = ListSink()
+    resumed = build_engine(settings, run_id="t", sink=resumed_sink)
+    resumed.load_state_dict(snapshot.state)
+    for bar_slice in bar_slices[:cut]:
+        resumed.warm(bar_slice)
+    await run_engine(settings, bar_slices[cut:], engine=resumed, sink=resumed_sink)
+    for table in ("decisions", "orders", "fills", "equity", "rewards"):
+        assert first.rows(table) + resumed_sink.rows(table) == whole.rows(table), table
+
+
+async def test_drawdown_halts_and_flattens_when_limit_crossed(btc: list[Bar]) -> None:
+    """Crossing max_drawdown halts with a stored reason, flattens, and nothing opens afterwards."""
+    settings = settings_for(
+        "random",
+        risk={"max_drawdown": 0.004, "soft_drawdown": 0.002, "max_position_notional_usdt": 20_000},
+        strategy={"seed": 11},
+    )
+    engine, sink = await run_engine(settings, slices(btc))
+    assert engine.risk.state is TradingState.HALTED
+    halts = [row for row in sink.rows("risk_events") if row["kind"] == "halted"]
+    assert len(halts) == 1
+    assert "max_drawdown" in halts[0]["detail"]
+    halted_at = halts[0]["ts_ms"]
+    opened_after = [
+        row
+        for row in sink.rows("orders")
+        if row["created_ms"] > halted_at and not row["reduce_only"] and row["status"] != "rejected"
+    ]
+    assert opened_after == []
+    assert any(row["leg"] == "flatten" for row in sink.rows("orders"))
+    assert all(engine.portfolio.position(s).qty == 0 for s in engine.portfolio.symbols())
+    denied = [row for row in sink.rows("orders") if row["status"] == "rejected"]
+    assert all(row["reject_reason"] == "state_halted" for row in denied)
+
+
+async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar]) -> None:
+    """Every decision but the last gets a reward row weighted by its decision type."""
+    _, sink = await run_engine(settings_for("random"), slices(btc))
+    decisions = {row["id"]: row for row in sink.rows("decisions")}
+    rewards = sink.rows("rewards")
+    assert len(rewards) == len(decisions) - 1
+    weights = {"strategic": 2.0, "tactical": 1.4, "procedural": 0.5}
+    for reward in rewards:
+        decision = decisions[reward["decision_id"]]
+        assert reward["decision_type"] == decision["decision_type"]
+        assert reward["weight"] == weights[decision["decision_type"]]
+        assert reward["shaped_reward"] == pytest.approx(reward["weight"] * reward["raw_return"])
+    assert any(r["raw_reward"] != 0 for r in rewards)

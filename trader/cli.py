@@ -1,0 +1,287 @@
+"""The `trader` command line (typer).
+
+Owns argument parsing, loading the settings once, configuring logging once, calling one
+function per command, and mapping failures to exit codes: 0 success, 2 usage or configuration
+error (one line on stderr), 1 any other fatal error. It must not hold logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import structlog
+import typer
+
+from trader.config import Settings, load_settings
+from trader.domain import Bar
+from trader.errors import ConfigError, TraderError
+from trader.logs import configure_logging
+
+app = typer.Typer(
+    name="trader",
+    help="Hierarchical-RL trading daemon for Bybit v5: replay, paper trading, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+data_app = typer.Typer(help="Data conversion tools.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config (default ./trader.toml, /etc/trader/trader.toml)."
+    ),
+]
+
+
+def _fail(message: str, status: int) -> None:
+    sys.stderr.write(f"trader: error: {message}\n")
+    raise typer.Exit(status)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    settings = load_settings(config, **{k: v for k, v in overrides.items() if v})
+    configure_logging(settings.logging.level, settings.logging.format)
+    return settings
+
+
+def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one command's coroutine, translating failures into one line and an exit status."""
+    try:
+        return asyncio.run(factory())
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except TraderError as exc:
+        structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    raise AssertionError("unreachable")  # pragma: no cover - _fail always raises
+
+
+def parse_time_ms(value: str | None, *, option: str) -> int | None:
+    """Parse `--from/--to`: epoch milliseconds or ISO-8601 (UTC when no zone is given)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r} is neither epoch milliseconds nor ISO-8601", key=option
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@app.command()
+def replay(
+    sources: Annotated[
+        list[Path], typer.Argument(help="Recordings (.jsonl[.gz]) or candle files.")
+    ],
+    config: ConfigOption = None,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="0 = as fast as possible, N = N x real time.")
+    ] = 0.0,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First bar start (ISO-8601 or ms).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Stop before this bar start.")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run name; the same name resumes.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write metrics JSON and plots here.")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="Override strategy.name.")] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="Symbol of candle files not named SYMBOL_5m.csv.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Interval of such files (Bybit code, e.g. 5).")
+    ] = None,
+) -> None:
+    """Replay recorded frames or candle files through the trading engine."""
+    from trader.replay.runner import ReplayOptions
+    from trader.replay.runner import replay as run_replay
+    from trader.run_report import summary_text
+
+    for path in sources:
+        if not path.exists():
+            _fail(f"source {path} does not exist", 2)
+    settings = _settings(config, strategy={"name": strategy} if strategy else None)
+    options = ReplayOptions(
+        sources=tuple(sources),
+        speed=speed,
+        from_ms=parse_time_ms(from_, option="--from"),
+        to_ms=parse_time_ms(to, option="--to"),
+        run_name=run,
+        report_dir=report,
+        symbol=symbol,
+        interval=interval,
+    )
+    outcome = _run(lambda: _replay_with_progress(run_replay, settings, options))
+    typer.echo(summary_text(outcome.results, color=sys.stdout.isatty()))
+    if outcome.report is not None:
+        typer.echo(f"report written to {outcome.report.metrics_json.parent}")
+
+
+async def _replay_with_progress(run_replay: Any, settings: Settings, options: Any) -> Any:
+    """Run the replay with a progress display when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return await run_replay(settings, options)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+    ) as progress:
+        task = progress.add_task("replaying", total=None)
+
+        def on_slice(count: int) -> None:
+            if count % 500 == 0:
+                progress.update(task, description=f"replaying: {count:,} slices")
+
+        return await run_replay(settings, options, on_slice=on_slice)
+
+
+@app.command()
+def report(
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run id (default: the latest run).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write metrics JSON and plots here.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Metrics and plots for a stored run."""
+    from trader.run_report import summary_text
+
+    settings = _settings(config)
+
+    async def go() -> Any:
+        from trader.persistence import repository
+        from trader.persistence.database import make_engine
+        from trader.persistence.migrate import ensure_schema
+        from trader.run_report import load_run_results, write_run_report
+
+        db = make_engine(settings.database.url)
+        try:
+            await ensure_schema(db)
+            run_id = run or await repository.latest_run_id(db)
+            if run_id is None:
+                raise ConfigError("the database holds no runs yet", key="--run")
+            results = await load_run_results(db, run_id)
+            paths = await write_run_report(db, results, out) if out else None
+            return results, paths
+        finally:
+            await db.dispose()
+
+    results, paths = _run(go)
+    typer.echo(summary_text(results, color=sys.stdout.isatty()))
+    if paths is not None:
+        typer.echo(f"report written to {paths.metrics_json.parent}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Migrate the database to the newest schema."""
+    settings = _settings(config)
+
+    async def go() -> str:
+        from trader.persistence.database import make_engine
+        from trader.persistence.migrate import upgrade
+
+        db = make_engine(settings.database.url)
+        try:
+            return await upgrade(db)
+        finally:
+            await db.dispose()
+
+    typer.echo(f"database at revision {_run(go)}")
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = None) -> None:
+    """Print the database's schema revision (and the newest one the code knows)."""
+    settings = _settings(config)
+
+    async def go() -> str | None:
+        from trader.persistence.database import make_engine
+        from trader.persistence.migrate import current
+
+        db = make_engine(settings.database.url)
+        try:
+            return await current(db)
+        finally:
+            await db.dispose()
+
+    from trader.persistence.migrate import head_revision
+
+    revision = _run(go)
+    typer.echo(f"current: {revision or 'none (empty database)'}; head: {head_revision()}")
+
+
+@data_app.command("to-frames")
+def data_to_frames(
+    source: Annotated[Path, typer.Argument(help="Candle file (CSV, CSV.GZ or Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Recording to write (.jsonl or .jsonl.gz).")],
+    symbol: Annotated[
+        str | None, typer.Option(help="Symbol if the file name does not say.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Interval if the file name does not say.")
+    ] = None,
+    updates_per_bar: Annotated[
+        int, typer.Option(min=0, max=20, help="Unconfirmed pushes per bar.")
+    ] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for the unconfirmed updates.")] = 0,
+) -> None:
+    """Turn candle files into Bybit v5 kline frames in the recording format."""
+    configure_logging("WARNING", "auto")
+    from trader.replay.candles import iter_candles
+    from trader.replay.rejections import Rejection, RejectionCounter
+    from trader.replay.to_frames import candles_to_frames, write_recording
+
+    if not source.exists():
+        _fail(f"source {source} does not exist", 2)
+    rejections = RejectionCounter()
+
+    def valid_bars() -> Iterator[Bar]:
+        for item in iter_candles(source, symbol=symbol, interval=interval):
+            if isinstance(item, Rejection):
+                rejections.record(item)
+            else:
+                yield item
+
+    try:
+        count = write_recording(
+            candles_to_frames(valid_bars(), updates_per_bar=updates_per_bar, seed=seed), out
+        )
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    if rejections.total:
+        typer.echo(f"skipped {rejections.total} rejected rows: {rejections.as_dict()}", err=True)
+    typer.echo(f"wrote {count} lines to {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigError as exc:  # raised while loading settings, before a command's coroutine
+        sys.stderr.write(f"trader: error: {exc}\n")
+        sys.exit(2)

@@ -1,0 +1,569 @@
+"""The engine: one bar-close slice at a time through the stages of DESIGN.md.
+
+Owns the order of the stages for a slice (store bar -> fills at the open and protective exits ->
+mark -> reward of the previous decision -> features -> risk state -> strategy -> risk review ->
+broker -> persist/publish), the rows each stage produces, and the run-state snapshot that makes a
+run resumable. Every stage is an object behind a seam (Strategy, RiskGate, ExecutionClient,
+Portfolio, RewardTracker, FeatureBook, BatchSink, EventPublisher), so the live feed, the HRM, the
+full risk layer and the MQTT bus replace or extend a stage without touching this loop.
+
+It must not do I/O itself (the sink and publisher do), read the clock for anything but latency
+and batching, or hold model maths and risk rules.
+
+Exactly-once and crash safety: rows accumulate in one `WriteBatch`; at a flush the engine adds a
+snapshot of its whole state and hands the batch to the single writer, which commits rows and
+snapshot in one transaction. A restart loads the snapshot, re-feeds the features with the bars up
+to it (`warm`), and continues with the next slice, so it ends exactly where an uninterrupted run
+would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import structlog
+
+from risk.gate import OrderIntent, RiskGate, SymbolLimits
+from strategies.base import AccountState, Strategy, SymbolContext
+from trader.broker.base import ExecutionClient
+from trader.domain import Action, Bar, Decision, Fill, FillReason, Order, Side
+from trader.features.buffer import FeatureBook, FeatureBuffer
+from trader.instruments import InstrumentBook
+from trader.order_ids import client_order_id
+from trader.persistence.batch import RunStateSnapshot, WriteBatch
+from trader.portfolio import Portfolio
+from trader.rewards import RewardTracker
+
+log = structlog.get_logger()
+
+_LEG_BY_REASON = {
+    FillReason.STOP_LOSS: "sl",
+    FillReason.TAKE_PROFIT: "tp",
+    FillReason.FLATTEN: "flatten",
+}
+
+
+class BatchSink(Protocol):
+    """Where finished batches go (the persistence writer, or a list in tests)."""
+
+    async def submit(self, batch: WriteBatch) -> None:
+        """Queue one batch for an atomic commit."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything submitted is committed."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """Best-effort event bus (MQTT when configured); `enabled` False skips payload building."""
+
+    enabled: bool
+
+    def publish(self, kind: str, payload: dict[str, Any]) -> None:
+        """Publish one event of `kind` (decision, order, fill, risk, heartbeat)."""
+        ...
+
+
+class NullPublisher:
+    """Publishes nothing: the engine's publisher when no bus is configured."""
+
+    enabled = False
+
+    def publish(self, kind: str, payload: dict[str, Any]) -> None:
+        """Drop the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class _AccountMark:
+    """The account once per slice, after every symbol of the slice has been marked."""
+
+    equity: Decimal
+    equity_f: float
+    drawdown_f: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """When the engine hands its batch to the writer: by rows, by time, or when told to."""
+
+    max_rows: int = 20_000
+    interval_ms: int = 250
+
+
+class Engine:
+    """Processes bar-close slices; see the module docstring for the stage order."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        strategy: Strategy,
+        risk: RiskGate,
+        broker: ExecutionClient,
+        portfolio: Portfolio,
+        rewards: RewardTracker,
+        features: FeatureBook,
+        instruments: InstrumentBook,
+        sink: BatchSink,
+        publisher: EventPublisher | None = None,
+        flush_policy: FlushPolicy | None = None,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self.run_id = run_id
+        self._strategy = strategy
+        self._risk = risk
+        self._broker = broker
+        self._portfolio = portfolio
+        self._rewards = rewards
+        self._features = features
+        self._instruments = instruments
+        self._sink = sink
+        self._publisher = publisher if publisher is not None else NullPublisher()
+        self._policy = flush_policy if flush_policy is not None else FlushPolicy()
+        self._clock_ns = clock_ns
+        self._batch = WriteBatch()
+        self._last_flush_ns = clock_ns()
+        self._open_orders: dict[str, Order] = {}
+        self._dirty_positions: set[str] = set()
+        self._limits: dict[str, SymbolLimits] = {}
+        # Float (qty, avg_price) of open positions, refreshed on fills: strategies see floats,
+        # so the per-bar account view needs no Decimal work.
+        self._held: dict[str, tuple[float, float]] = {}
+        self.last_slice_start_ms = -1
+        self.slices_processed = 0
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy deciding for this engine."""
+        return self._strategy
+
+    @property
+    def risk(self) -> RiskGate:
+        """The risk gate (its trading state is part of the run state)."""
+        return self._risk
+
+    @property
+    def portfolio(self) -> Portfolio:
+        """The paper account as the engine sees it."""
+        return self._portfolio
+
+    def warm(self, bars: Sequence[Bar]) -> None:
+        """Feed a slice already processed before a restart to the features only."""
+        for bar in bars:
+            self._features.update(bar)
+
+    async def process_slice(self, bars: Sequence[Bar], *, received_ns: int | None = None) -> None:
+        """Run one bar-close slice (bars of distinct symbols sharing a start) through all stages.
+
+        Args:
+            bars: the slice, one bar per symbol, all with the same `start_ms`.
+            received_ns: `clock_ns()` when the slice's last bar was received (for latency_us);
+                defaults to now.
+        """
+        if received_ns is None:
+            received_ns = self._clock_ns()
+        start_ms = bars[0].start_ms
+        if start_ms <= self.last_slice_start_ms:
+            log.warning("slice_skipped", start_ms=start_ms, last_start_ms=self.last_slice_start_ms)
+            return
+        # Stages 1-3 per bar: store, fill at the open / protective exits, mark, reward, features.
+        pnls: list[Decimal] = []
+        buffers: list[FeatureBuffer] = []
+        for bar in bars:
+            pnl, buffer = await self._settle_bar(bar)
+            pnls.append(pnl)
+            buffers.append(buffer)
+        # The account is marked once per slice, after every symbol's close is in.
+        portfolio = self._portfolio
+        account = _AccountMark(
+            equity=portfolio.equity,
+            equity_f=float(portfolio.equity),
+            drawdown_f=float(portfolio.drawdown),
+        )
+        close_ms = bars[-1].close_ms
+        self._record_equity(close_ms, account)
+        halt = self._risk.on_mark(drawdown=account.drawdown_f)
+        if halt is not None:
+            self._record_risk_event(close_ms, halt.kind, halt.symbol, halt.detail)
+            log.warning("trading_halted", reason=halt.detail, ts_ms=close_ms)
+            await self._flatten_all(bars[0], close_ms)
+        await self._decide(bars, buffers, pnls, account, close_ms, received_ns)
+        self.last_slice_start_ms = start_ms
+        self.slices_processed += 1
+
+    async def _settle_bar(self, bar: Bar) -> tuple[Decimal, FeatureBuffer]:
+        """Store the bar, fill what it triggers, mark it, reward the last decision, features."""
+        symbol = bar.symbol
+        self._batch.bars.append(
+            {
+                "symbol": symbol,
+                "interval": bar.interval,
+                "start_ms": bar.start_ms,
+                "open": bar.open,
+                "high": bar.high,
+                "low": bar.low,
+                "close": bar.close,
+                "volume": bar.volume,
+                "turnover": bar.turnover,
+                "source": bar.source.value,
+            }
+        )
+        fills = await self._broker.on_bar(bar)
+        if fills or self._open_orders:
+            self._apply_fills(bar, fills)
+        portfolio = self._portfolio
+        portfolio.mark(symbol, bar.close)
+        pnl = portfolio.symbol_pnl(symbol)
+        reward = self._rewards.close(symbol, pnl)
+        if reward is not None:
+            reward["run_id"] = self.run_id
+            self._batch.rewards.append(reward)
+        return pnl, self._features.update(bar)
+
+    def _apply_fills(self, bar: Bar, fills: list[Fill]) -> None:
+        for fill in fills:
+            self._portfolio.apply_fill(fill)
+            self._dirty_positions.add(fill.symbol)
+            self._refresh_held(fill.symbol)
+            order = self._open_orders.pop(fill.order_id, None)
+            if order is None:
+                order = _protective_order(self.run_id, fill, bar.start_ms)
+            self._batch.orders.append(_order_row(order, "filled"))
+            row = {
+                "run_id": self.run_id,
+                "order_id": fill.order_id,
+                "seq": fill.seq,
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "qty": float(fill.qty),
+                "price": float(fill.price),
+                "fee": float(fill.fee),
+                "ts_ms": fill.ts_ms,
+                "reason": fill.reason.value,
+            }
+            self._batch.fills.append(row)
+            if self._publisher.enabled:
+                self._publisher.publish("fill", row)
+        for order in self._broker.last_cancelled():
+            if self._open_orders.pop(order.client_order_id, None) is not None:
+                self._batch.orders.append(_order_row(order, "cancelled"))
+
+    def _refresh_held(self, symbol: str) -> None:
+        """Keep the float view of a position the strategies see in sync after a fill."""
+        position = self._portfolio.position(symbol)
+        if position.qty:
+            self._held[symbol] = (float(position.qty), float(position.avg_price))
+        else:
+            self._held.pop(symbol, None)
+
+    def _record_equity(self, ts_ms: int, account: _AccountMark) -> None:
+        portfolio = self._portfolio
+        self._batch.equity.append(
+            {
+                "run_id": self.run_id,
+                "ts_ms": ts_ms,
+                "equity": account.equity_f,
+                "cash": float(portfolio.cash),
+                "unrealized_pnl": float(portfolio.unrealized_pnl),
+                "drawdown": account.drawdown_f,
+                "peak_equity": float(portfolio.peak_equity),
+                "gross_exposure_usdt": float(portfolio.gross_exposure_usdt),
+            }
+        )
+
+    def _record_risk_event(self, ts_ms: int, kind: str, symbol: str, detail: str) -> None:
+        row = {
+            "run_id": self.run_id,
+            "ts_ms": ts_ms,
+            "kind": kind,
+            "symbol": symbol,
+            "detail": detail,
+        }
+        self._batch.risk_events.append(row)
+        if self._publisher.enabled:
+            self._publisher.publish("risk", row)
+
+    async def _flatten_all(self, bar: Bar, close_ms: int) -> None:
+        """Cancel pending orders and close every position at the next open (reduce-only)."""
+        for order in list(self._open_orders.values()):
+            self._batch.orders.append(_order_row(order, "cancelled"))
+        self._open_orders.clear()
+        self._broker.cancel_all()
+        positions = {s: self._portfolio.position(s).qty for s in self._portfolio.symbols()}
+        for intent in self._risk.flatten_intents(positions):
+            await self._submit(
+                intent, decision_id=None, bar_start_ms=bar.start_ms, created_ms=close_ms
+            )
+
+    async def _decide(
+        self,
+        bars: Sequence[Bar],
+        buffers: Sequence[FeatureBuffer],
+        pnls: Sequence[Decimal],
+        account: _AccountMark,
+        close_ms: int,
+        received_ns: int,
+    ) -> None:
+        contexts = [
+            SymbolContext(bar=bar, features=buffer, account=self._account(bar, account))
+            for bar, buffer in zip(bars, buffers, strict=True)
+            if buffer.ready
+        ]
+        decided: dict[str, Decision] = {}
+        if contexts:
+            decisions = self._strategy.decide(contexts)
+            if len(decisions) != len(contexts):
+                raise RuntimeError(
+                    f"strategy {self._strategy.name} returned {len(decisions)} decisions "
+                    f"for {len(contexts)} symbols"
+                )
+            decided = {decision.symbol: decision for decision in decisions}
+        latency_us = (self._clock_ns() - received_ns) // 1_000
+        for bar, pnl in zip(bars, pnls, strict=True):
+            decision = decided.get(bar.symbol)
+            if decision is None:
+                # Not warm yet: still one (procedural HOLD) decision row per processed bar.
+                decision = Decision.hold(
+                    bar.symbol, bar.start_ms, model_version=self._strategy.model_version
+                )
+            decision_id = self._record_decision(bar, decision, pnl, account.equity, latency_us)
+            if decision.action is not Action.HOLD:
+                await self._review(bar, decision, decision_id, close_ms)
+
+    def _account(self, bar: Bar, account: _AccountMark) -> AccountState:
+        held = self._held.get(bar.symbol)
+        if held is None:
+            return AccountState(account.equity_f, 0.0, 0.0, 0.0, 0.0, account.drawdown_f, 0)
+        qty, avg_price = held
+        return AccountState(
+            equity=account.equity_f,
+            position_qty=qty,
+            position_notional=qty * bar.close,
+            avg_price=avg_price,
+            unrealized_pnl=qty * (bar.close - avg_price),
+            drawdown=account.drawdown_f,
+            bars_in_position=self._portfolio.bars_in_position(bar.symbol),
+        )
+
+    def _record_decision(
+        self, bar: Bar, decision: Decision, pnl: Decimal, equity: Decimal, latency_us: int
+    ) -> str:
+        decision_id = f"{self.run_id}:{bar.symbol}:{bar.start_ms}"
+        row = {
+            "id": decision_id,
+            "run_id": self.run_id,
+            "symbol": bar.symbol,
+            "bar_start_ms": bar.start_ms,
+            "action": decision.action.value,
+            "size": decision.size,
+            "confidence": decision.confidence,
+            "stop_loss": decision.stop_loss,
+            "take_profit": decision.take_profit,
+            "strategic": decision.strategic,
+            "act_steps": decision.act_steps,
+            "decision_type": decision.decision_type.value,
+            "model_version": decision.model_version,
+            "latency_us": latency_us,
+        }
+        self._batch.decisions.append(row)
+        if self._publisher.enabled:
+            self._publisher.publish("decision", row)
+        self._rewards.open(
+            decision_id, bar.symbol, bar.start_ms, decision.decision_type, pnl, equity
+        )
+        return decision_id
+
+    async def _review(self, bar: Bar, decision: Decision, decision_id: str, close_ms: int) -> None:
+        """Risk turns the decision into orders (submitted) or denials (stored with a reason)."""
+        verdict = self._risk.review(
+            decision,
+            position_qty=self._pending_position(bar.symbol),
+            price=bar.close,
+            limits=self._symbol_limits(bar),
+        )
+        for intent in verdict.approved:
+            await self._submit(
+                intent, decision_id=decision_id, bar_start_ms=bar.start_ms, created_ms=close_ms
+            )
+        for denial in verdict.denied:
+            order = self._order_from(denial.intent, decision_id, bar.start_ms, close_ms)
+            self._batch.orders.append(_order_row(order, "rejected", denial.reason))
+            self._record_risk_event(close_ms, "order_denied", bar.symbol, denial.reason)
+
+    def _pending_position(self, symbol: str) -> Decimal:
+        """The position once already-submitted orders fill (so decisions never double up)."""
+        qty = self._portfolio.position(symbol).qty
+        for order in self._open_orders.values():
+            if order.symbol == symbol:
+                qty += order.qty if order.side is Side.BUY else -order.qty
+        return qty
+
+    def _symbol_limits(self, bar: Bar) -> SymbolLimits:
+        limits = self._limits.get(bar.symbol)
+        if limits is None:
+            instrument = self._instruments.get(bar.symbol, bar.close)
+            limits = SymbolLimits(qty_step=instrument.qty_step, min_qty=instrument.min_qty)
+            self._limits[bar.symbol] = limits
+        return limits
+
+    def _order_from(
+        self, intent: OrderIntent, decision_id: str | None, bar_start_ms: int, created_ms: int
+    ) -> Order:
+        return Order(
+            client_order_id=client_order_id(self.run_id, intent.symbol, bar_start_ms, intent.leg),
+            run_id=self.run_id,
+            decision_id=decision_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            reduce_only=intent.reduce_only,
+            leg=intent.leg,
+            created_ms=created_ms,
+            stop_loss=intent.stop_loss,
+            take_profit=intent.take_profit,
+        )
+
+    async def _submit(
+        self, intent: OrderIntent, *, decision_id: str | None, bar_start_ms: int, created_ms: int
+    ) -> None:
+        order = self._order_from(intent, decision_id, bar_start_ms, created_ms)
+        await self._broker.submit(order)
+        self._open_orders[order.client_order_id] = order
+        row = _order_row(order, "submitted")
+        self._batch.orders.append(row)
+        if self._publisher.enabled:
+            self._publisher.publish("order", row)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def should_flush(self) -> bool:
+        """True when the pending batch is big or old enough to hand to the writer."""
+        if self._batch.row_count() >= self._policy.max_rows:
+            return True
+        elapsed_ms = (self._clock_ns() - self._last_flush_ns) // 1_000_000
+        return elapsed_ms >= self._policy.interval_ms and self._batch.row_count() > 0
+
+    async def flush(self, *, wait: bool = False) -> None:
+        """Hand the pending rows plus a state snapshot to the writer (one transaction).
+
+        Args:
+            wait: also wait until the writer has committed everything.
+        """
+        if self.slices_processed or self._batch.row_count():
+            batch = self._batch
+            self._batch = WriteBatch()
+            batch.positions = [
+                self._position_row(symbol) for symbol in sorted(self._dirty_positions)
+            ]
+            self._dirty_positions.clear()
+            batch.snapshot = RunStateSnapshot(
+                run_id=self.run_id,
+                last_slice_start_ms=self.last_slice_start_ms,
+                state=self.state_dict(),
+            )
+            await self._sink.submit(batch)
+        self._last_flush_ns = self._clock_ns()
+        if wait:
+            await self._sink.flush()
+
+    def _position_row(self, symbol: str) -> dict[str, Any]:
+        position = self._portfolio.position(symbol)
+        return {
+            "run_id": self.run_id,
+            "symbol": symbol,
+            "qty": float(position.qty),
+            "avg_price": float(position.avg_price),
+            "realized_pnl": float(position.realized_pnl),
+            "fees": float(position.fees),
+            "updated_ms": self.last_slice_start_ms,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run after a restart (JSON-able)."""
+        return {
+            "last_slice_start_ms": self.last_slice_start_ms,
+            "slices_processed": self.slices_processed,
+            "portfolio": self._portfolio.state_dict(),
+            "broker": self._broker.state_dict(),
+            "rewards": self._rewards.state_dict(),
+            "risk": self._risk.state_dict(),
+            "strategy": self._strategy.state_dict(),
+            "open_orders": [_order_state(order) for order in self._open_orders.values()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (features are rebuilt separately by `warm`)."""
+        self.last_slice_start_ms = int(state["last_slice_start_ms"])
+        self.slices_processed = int(state["slices_processed"])
+        self._portfolio.load_state_dict(state["portfolio"])
+        self._broker.load_state_dict(state["broker"])
+        self._rewards.load_state_dict(state["rewards"])
+        self._risk.load_state_dict(state["risk"])
+        self._strategy.load_state_dict(state["strategy"])
+        self._open_orders = {
+            raw["client_order_id"]: _order_from_state(raw) for raw in state["open_orders"]
+        }
+        self._held = {}
+        for symbol in self._portfolio.symbols():
+            self._refresh_held(symbol)
+
+
+def _order_row(order: Order, status: str, reject_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": order.client_order_id,
+        "client_order_id": order.client_order_id,
+        "run_id": order.run_id,
+        "decision_id": order.decision_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "qty": float(order.qty),
+        "status": status,
+        "reject_reason": reject_reason,
+        "leg": order.leg,
+        "reduce_only": order.reduce_only,
+        "created_ms": order.created_ms,
+        "stop_loss": order.stop_loss,
+        "take_profit": order.take_profit,
+    }
+
+
+def _protective_order(run_id: str, fill: Fill, bar_start_ms: int) -> Order:
+    """The orders row for an exit the broker triggered itself (stop-loss, take-profit)."""
+    return Order(
+        client_order_id=fill.order_id,
+        run_id=run_id,
+        decision_id=None,
+        symbol=fill.symbol,
+        side=fill.side,
+        qty=fill.qty,
+        reduce_only=True,
+        leg=_LEG_BY_REASON.get(fill.reason, "exit"),
+        created_ms=bar_start_ms,
+    )
+
+
+def _order_state(order: Order) -> dict[str, Any]:
+    row = _order_row(order, "submitted")
+    row["qty"] = str(order.qty)
+    return row
+
+
+def _order_from_state(raw: dict[str, Any]) -> Order:
+    return Order(
+        client_order_id=raw["client_order_id"],
+        run_id=raw["run_id"],
+        decision_id=raw["decision_id"],
+        symbol=raw["symbol"],
+        side=Side(raw["side"]),
+        qty=Decimal(raw["qty"]),
+        reduce_only=bool(raw["reduce_only"]),
+        leg=raw["leg"],
+        created_ms=int(raw["created_ms"]),
+        stop_loss=raw["stop_loss"],
+        take_profit=raw["take_profit"],
+    )

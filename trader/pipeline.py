@@ -1,0 +1,80 @@
+"""Builds an engine and its stages from the settings tree.
+
+Owns the wiring of one run's components (strategy, risk gate, paper broker, portfolio, rewards,
+feature book) from their settings sections; the replay runner and the daemon both call it, so
+replay and live run the very same pipeline. It must not start tasks or open connections.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from risk.gate import RiskGate
+from strategies.base import Strategy
+from strategies.hicra import HicraWeights
+from strategies.registry import build_strategy
+from trader.broker.paper import PaperBroker
+from trader.config import Settings
+from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
+from trader.features.buffer import FeatureBook
+from trader.instruments import InstrumentBook
+from trader.portfolio import Portfolio
+from trader.rewards import RewardTracker
+
+
+def build_strategy_from(settings: Settings) -> Strategy:
+    """The strategy `strategy.name` selects."""
+    section = settings.strategy
+    return build_strategy(
+        section.name, seed=section.seed, ema_fast=section.ema_fast, ema_slow=section.ema_slow
+    )
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    run_id: str,
+    sink: BatchSink,
+    publisher: EventPublisher | None = None,
+    strategy: Strategy | None = None,
+) -> Engine:
+    """Wire a fresh engine for `run_id` (state is loaded separately when resuming)."""
+    instruments = InstrumentBook()
+    broker_cfg = settings.broker
+    features = settings.features
+    rewards = settings.rewards
+    return Engine(
+        run_id=run_id,
+        strategy=strategy if strategy is not None else build_strategy_from(settings),
+        risk=RiskGate(
+            max_position_notional_usdt=settings.risk.max_position_notional_usdt,
+            max_drawdown=settings.risk.max_drawdown,
+        ),
+        broker=PaperBroker(
+            run_id=run_id,
+            taker_fee=Decimal(repr(broker_cfg.taker_fee)),
+            slippage_bps=Decimal(repr(broker_cfg.slippage_bps)),
+            instruments=instruments,
+        ),
+        portfolio=Portfolio(Decimal(repr(broker_cfg.initial_equity))),
+        rewards=RewardTracker(
+            HicraWeights(
+                strategic=rewards.strategic_weight,
+                tactical=rewards.tactical_weight,
+                procedural=rewards.procedural_weight,
+            )
+        ),
+        features=FeatureBook(
+            tactical_window=features.tactical_window,
+            strategic_window=features.strategic_window,
+            scale_window=features.scale_window,
+            clip=features.clip,
+        ),
+        instruments=instruments,
+        sink=sink,
+        publisher=publisher,
+        flush_policy=FlushPolicy(
+            max_rows=settings.database.flush_max_rows,
+            interval_ms=settings.database.flush_interval_ms,
+        ),
+    )

@@ -1,0 +1,224 @@
+"""`trader replay`: the engine over recorded input, resumable by run name.
+
+Owns the replay lifecycle: migrate the database, create or resume the named run, merge the
+sources into slices, warm the features over slices a previous attempt already committed, run
+the rest through the same engine as live trading, pace it (`--speed`), flush, and produce the
+summary and report. It must not contain trading logic (the engine and its stages do) or parse
+input itself (the sources do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from trader.config import Settings
+from trader.errors import ConfigError
+from trader.persistence import repository
+from trader.persistence.database import make_engine
+from trader.persistence.migrate import ensure_schema
+from trader.persistence.writer import BatchWriter
+from trader.pipeline import build_engine
+from trader.replay.merge import iter_slices
+from trader.replay.rejections import RejectionCounter
+from trader.replay.sources import open_source
+from trader.report import ReportPaths
+from trader.run_report import RunResults, load_run_results, write_run_report
+
+log = structlog.get_logger()
+
+#: Settings sections whose values change a run's results; a resumed run must match them.
+RESULT_SECTIONS = ("broker", "risk", "strategy", "model", "features", "rewards")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """What `trader replay` was asked to do."""
+
+    sources: tuple[Path, ...]
+    speed: float = 0.0
+    from_ms: int | None = None
+    to_ms: int | None = None
+    run_name: str | None = None
+    report_dir: Path | None = None
+    symbol: str | None = None
+    interval: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    """The finished run's results, whether it resumed, and where its report went."""
+
+    results: RunResults
+    resumed: bool
+    report: ReportPaths | None
+
+
+def default_run_name(now: datetime | None = None) -> str:
+    """A fresh run id such as `replay-20261121T150302Z`."""
+    moment = now if now is not None else datetime.now(UTC)
+    return moment.strftime("replay-%Y%m%dT%H%M%SZ")
+
+
+def run_config(settings: Settings, options: ReplayOptions) -> dict[str, Any]:
+    """The JSON stored in `runs.config` (secrets removed) and compared on resume."""
+    return {
+        "settings": settings.redacted(),
+        "replay": {
+            "sources": [str(path) for path in options.sources],
+            "from_ms": options.from_ms,
+            "to_ms": options.to_ms,
+            "symbol": options.symbol,
+            "interval": options.interval,
+        },
+    }
+
+
+def _check_same_run(stored: dict[str, Any], wanted: dict[str, Any], run_id: str) -> None:
+    for section in RESULT_SECTIONS:
+        if stored["settings"].get(section) != wanted["settings"][section]:
+            raise ConfigError(
+                f"run {run_id!r} was started with different {section} settings; "
+                "resume it with the same configuration or choose another --run",
+                key=section,
+            )
+    if stored.get("replay") != wanted["replay"]:
+        raise ConfigError(
+            f"run {run_id!r} was started on different input; resume it with the same "
+            "sources and --from/--to or choose another --run",
+            key="SOURCE",
+        )
+
+
+async def replay(
+    settings: Settings,
+    options: ReplayOptions,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_slice: Callable[[int], None] | None = None,
+) -> ReplayOutcome:
+    """Replay `options.sources` through the engine and return the run's results.
+
+    Running the same command again after a crash resumes after the last committed slice and
+    ends exactly where an uninterrupted run ends; running it after completion only reports.
+
+    Args:
+        settings: the validated configuration.
+        options: sources, pacing, time range, run name and report directory.
+        sleep: pacing hook for `--speed N` (tests inject a fake).
+        on_slice: progress callback receiving the number of slices handled so far.
+    """
+    db = make_engine(settings.database.url)
+    try:
+        await ensure_schema(db)
+        run_id = options.run_name or default_run_name()
+        config = run_config(settings, options)
+        run = await repository.get_run(db, run_id)
+        if run is not None:
+            _check_same_run(run.config, config, run_id)
+        rejections = RejectionCounter()
+        if run is not None and run.ended_at is not None:
+            log.info("replay_already_complete", run_id=run_id)
+            results = await _results_with_rejections(db, run_id, options, rejections)
+            resumed = True
+        else:
+            snapshot = await repository.load_run_state(db, run_id)
+            resumed = snapshot is not None
+            await _run(settings, options, db, run_id, config, snapshot, rejections, sleep, on_slice)
+            results = await load_run_results(db, run_id, rejected=rejections.as_dict())
+        report = (
+            await write_run_report(db, results, options.report_dir) if options.report_dir else None
+        )
+        return ReplayOutcome(results=results, resumed=resumed, report=report)
+    finally:
+        await db.dispose()
+
+
+async def _results_with_rejections(
+    db: Any, run_id: str, options: ReplayOptions, rejections: RejectionCounter
+) -> RunResults:
+    """A completed run's results; the input is re-read quietly only to count its rejections."""
+    rejections.quiet = True
+    for _ in iter_slices(
+        _open_all(options), rejections=rejections, from_ms=options.from_ms, to_ms=options.to_ms
+    ):
+        pass
+    return await load_run_results(db, run_id, rejected=rejections.as_dict())
+
+
+def _open_all(options: ReplayOptions) -> Sequence[Any]:
+    return [
+        open_source(path, symbol=options.symbol, interval=options.interval)
+        for path in options.sources
+    ]
+
+
+async def _run(
+    settings: Settings,
+    options: ReplayOptions,
+    db: Any,
+    run_id: str,
+    config: dict[str, Any],
+    snapshot: Any,
+    rejections: RejectionCounter,
+    sleep: Callable[[float], Awaitable[None]],
+    on_slice: Callable[[int], None] | None,
+) -> None:
+    db_cfg = settings.database
+    async with BatchWriter(
+        db,
+        queue_max_batches=db_cfg.queue_max_batches,
+        retry_attempts=db_cfg.write_retry_attempts,
+        retry_backoff_s=db_cfg.write_retry_backoff_s,
+        enqueue_timeout_s=db_cfg.enqueue_timeout_s,
+    ) as writer:
+        engine = build_engine(settings, run_id=run_id, sink=writer)
+        resume_after = -1
+        if snapshot is not None:
+            engine.load_state_dict(snapshot.state)
+            resume_after = snapshot.last_slice_start_ms
+            log.info("replay_resumed", run_id=run_id, after_start_ms=resume_after)
+        created = snapshot is not None
+        previous_start: int | None = None
+        handled = 0
+        rejections.quiet = resume_after >= 0
+        for bars in iter_slices(
+            _open_all(options), rejections=rejections, from_ms=options.from_ms, to_ms=options.to_ms
+        ):
+            start_ms = bars[0].start_ms
+            handled += 1
+            if start_ms <= resume_after:
+                engine.warm(bars)
+                continue
+            rejections.quiet = False
+            if not created:
+                await repository.create_run(
+                    db,
+                    run_id=run_id,
+                    mode="replay",
+                    config=config,
+                    strategy=engine.strategy.name,
+                    interval=bars[0].interval,
+                    symbols=sorted({bar.symbol for bar in bars}),
+                    started_at=datetime.now(UTC),
+                )
+                created = True
+            if options.speed > 0 and previous_start is not None:
+                await sleep((start_ms - previous_start) / 1_000 / options.speed)
+            previous_start = start_ms
+            await engine.process_slice(bars, received_ns=time.perf_counter_ns())
+            if engine.should_flush():
+                await engine.flush()
+            if on_slice is not None:
+                on_slice(handled)
+        if not created:
+            raise ConfigError("the replay sources hold no valid bars", key="SOURCE")
+        await engine.flush(wait=True)
+        await repository.end_run(db, run_id, datetime.now(UTC))
