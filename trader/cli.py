@@ -134,6 +134,8 @@ def replay(
         interval=interval,
     )
     outcome = _run(lambda: _replay_with_progress(run_replay, settings, options))
+    if outcome.resumed:
+        typer.echo(f"resumed run {outcome.results.run_id} after its last committed bar")
     typer.echo(summary_text(outcome.results, color=sys.stdout.isatty()))
     if outcome.report is not None:
         typer.echo(f"report written to {outcome.report.metrics_json.parent}")

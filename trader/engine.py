@@ -129,7 +129,8 @@ class Engine:
         self._batch = WriteBatch()
         self._last_flush_ns = clock_ns()
         self._open_orders: dict[str, Order] = {}
-        self._dirty_positions: set[str] = set()
+        # Symbols whose position changed since the last flush -> time of their latest fill.
+        self._dirty_positions: dict[str, int] = {}
         self._limits: dict[str, SymbolLimits] = {}
         # Float (qty, avg_price) of open positions, refreshed on fills: strategies see floats,
         # so the per-bar account view needs no Decimal work.
@@ -228,7 +229,7 @@ class Engine:
     def _apply_fills(self, bar: Bar, fills: list[Fill]) -> None:
         for fill in fills:
             self._portfolio.apply_fill(fill)
-            self._dirty_positions.add(fill.symbol)
+            self._dirty_positions[fill.symbol] = fill.ts_ms
             self._refresh_held(fill.symbol)
             order = self._open_orders.pop(fill.order_id, None)
             if order is None:
@@ -458,7 +459,8 @@ class Engine:
             batch = self._batch
             self._batch = WriteBatch()
             batch.positions = [
-                self._position_row(symbol) for symbol in sorted(self._dirty_positions)
+                self._position_row(symbol, updated_ms)
+                for symbol, updated_ms in sorted(self._dirty_positions.items())
             ]
             self._dirty_positions.clear()
             batch.snapshot = RunStateSnapshot(
@@ -471,7 +473,7 @@ class Engine:
         if wait:
             await self._sink.flush()
 
-    def _position_row(self, symbol: str) -> dict[str, Any]:
+    def _position_row(self, symbol: str, updated_ms: int) -> dict[str, Any]:
         position = self._portfolio.position(symbol)
         return {
             "run_id": self.run_id,
@@ -480,7 +482,7 @@ class Engine:
             "avg_price": float(position.avg_price),
             "realized_pnl": float(position.realized_pnl),
             "fees": float(position.fees),
-            "updated_ms": self.last_slice_start_ms,
+            "updated_ms": updated_ms,
         }
 
     def state_dict(self) -> dict[str, Any]:
