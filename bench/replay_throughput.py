@@ -87,6 +87,7 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
             await engine.process_slice([bar])
             if engine.should_flush():
                 await engine.flush()
+                await asyncio.sleep(0)  # as the replay runner does: let the writer start it
         await engine.flush(wait=True)
         elapsed = time.perf_counter() - started
     await db.dispose()

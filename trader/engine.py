@@ -40,6 +40,9 @@ from trader.rewards import RewardTracker
 
 log = structlog.get_logger()
 
+#: `should_flush` inspects the batch and the clock once per this many slices.
+_FLUSH_CHECK_EVERY_SLICES = 8
+
 _LEG_BY_REASON = {
     FillReason.STOP_LOSS: "sl",
     FillReason.TAKE_PROFIT: "tp",
@@ -128,6 +131,7 @@ class Engine:
         self._clock_ns = clock_ns
         self._batch = WriteBatch()
         self._last_flush_ns = clock_ns()
+        self._flush_countdown = 1
         self._open_orders: dict[str, Order] = {}
         # Symbols whose position changed since the last flush -> time of their latest fill.
         self._dirty_positions: dict[str, int] = {}
@@ -443,11 +447,20 @@ class Engine:
     # -- persistence -------------------------------------------------------------------------
 
     def should_flush(self) -> bool:
-        """True when the pending batch is big or old enough to hand to the writer."""
-        if self._batch.row_count() >= self._policy.max_rows:
+        """True when the pending batch is big or old enough to hand to the writer.
+
+        Checked after every slice, so it looks at the batch and the clock only every few slices
+        (a slice adds a handful of rows; the limits are thousands of rows and many milliseconds).
+        """
+        self._flush_countdown -= 1
+        if self._flush_countdown > 0:
+            return False
+        self._flush_countdown = _FLUSH_CHECK_EVERY_SLICES
+        rows = self._batch.row_count()
+        if rows >= self._policy.max_rows:
             return True
         elapsed_ms = (self._clock_ns() - self._last_flush_ns) // 1_000_000
-        return elapsed_ms >= self._policy.interval_ms and self._batch.row_count() > 0
+        return elapsed_ms >= self._policy.interval_ms and rows > 0
 
     async def flush(self, *, wait: bool = False) -> None:
         """Hand the pending rows plus a state snapshot to the writer (one transaction).

@@ -26,7 +26,7 @@ from trader.domain import DecisionType
 from trader.persistence.batch import Row
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _OpenDecision:
     decision_id: str
     bar_start_ms: int
@@ -63,13 +63,9 @@ class RewardTracker:
             raise ValueError(f"{symbol}: decision {pending} is still open; close it first")
         if not equity.is_finite() or equity <= 0:
             raise ValueError(f"{symbol}: equity at decision must be positive, got {equity}")
-        self._open[symbol] = _OpenDecision(
-            decision_id=decision_id,
-            bar_start_ms=bar_start_ms,
-            decision_type=DecisionType(decision_type),
-            symbol_pnl=symbol_pnl,
-            equity=equity,
-        )
+        # Runs once per bar and symbol: skip the enum lookup when given a member already.
+        kind = decision_type if type(decision_type) is DecisionType else DecisionType(decision_type)
+        self._open[symbol] = _OpenDecision(decision_id, bar_start_ms, kind, symbol_pnl, equity)
 
     def close(self, symbol: str, symbol_pnl: Decimal) -> Row | None:
         """Close the symbol's open decision with its PnL now; None when none is open.

@@ -221,14 +221,6 @@ async def _write_through(writer: BatchWriter, *batches: WriteBatch, flush: bool 
             await writer.flush()
 
 
-def _count_errors(engine: AsyncEngine) -> list[BaseException]:
-    errors: list[BaseException] = []
-    event.listen(
-        engine.sync_engine, "handle_error", lambda ctx: errors.append(ctx.original_exception)
-    )
-    return errors
-
-
 async def test_flush_commits_every_table_when_batch_holds_them_all(engine: AsyncEngine) -> None:
     """One batch with rows for every table and a snapshot lands completely."""
     async with _writer(engine) as writer:
@@ -331,10 +323,10 @@ async def test_writer_fails_without_retrying_when_error_is_not_transient(
     """An integrity error would fail again, so it is not retried."""
     batch = _bars(0, 1)
     batch.equity[0]["run_id"] = "no-such-run"
-    errors = _count_errors(engine)
+    writer = _writer(engine, retry_attempts=5)
     with pytest.raises(FatalError):
-        await _write_through(_writer(engine, retry_attempts=5), batch)
-    assert len(errors) == 1
+        await _write_through(writer, batch)
+    assert writer.failed_attempts == 1
 
 
 async def test_writer_fails_when_rows_of_one_table_have_different_columns(
@@ -363,7 +355,6 @@ async def test_writer_fails_after_retries_when_sqlite_stays_locked(sqlite_url: s
         symbols=["BTCUSDT"],
         started_at=datetime(2024, 1, 1, tzinfo=UTC),
     )
-    errors = _count_errors(engine)
     fatal: list[BaseException] = []
     try:
         async with _write_locked(sqlite_url):
@@ -372,7 +363,7 @@ async def test_writer_fails_after_retries_when_sqlite_stays_locked(sqlite_url: s
                 await _write_through(writer, _bars(0, 1))
             with pytest.raises(FatalError):
                 await writer.submit(_bars(1, 1))
-        assert len(errors) == 3
+        assert writer.failed_attempts == 3
         assert fatal == [writer.failed]
         assert isinstance(writer.failed, sa_exc.OperationalError)
         assert (await _counts(engine))["bars"] == 0

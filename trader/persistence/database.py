@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -39,12 +39,29 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> 
     """
     engine = create_async_engine(url)
     if engine.dialect.name == SQLITE:
-        _tune_sqlite(engine, busy_timeout_ms)
+        _tune_sqlite(engine.sync_engine, busy_timeout_ms)
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def make_sync_sqlite_engine(url: URL, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
+    """A synchronous engine on the same SQLite file, tuned like `make_engine`'s.
+
+    The batching writer runs whole transactions on one dedicated thread through it (see
+    `trader.persistence._sqlite_thread`); the caller owns it and must dispose of it there.
+    """
+    engine = create_engine(url.set(drivername="sqlite"))
+    _tune_sqlite(engine, busy_timeout_ms)
+    return engine
+
+
+def is_file_sqlite(engine: AsyncEngine) -> bool:
+    """True for a SQLite database in a file (not `:memory:`, which one connection owns)."""
+    database = engine.url.database
+    return engine.dialect.name == SQLITE and bool(database) and database != ":memory:"
+
+
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Take BEGIN away from the sqlite3 module, which would only start a transaction at the
         # first DML statement and leave DDL and reads outside it; `_on_begin` issues it instead.
@@ -60,7 +77,7 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from operator import itemgetter
 from types import TracebackType
 from typing import Any, Final, Self
@@ -25,13 +26,14 @@ from typing import Any, Final, Self
 import structlog
 from sqlalchemy import Boolean, Float, Table
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.expression import Executable
 
 from trader.errors import FatalError
+from trader.persistence._sqlite_thread import SqliteThreadTransactor, busy_timeout_ms_of
 from trader.persistence.batch import Row, RunStateSnapshot, WriteBatch
-from trader.persistence.database import insert_for
+from trader.persistence.database import insert_for, is_file_sqlite
 from trader.persistence.models import Base
 
 log = structlog.get_logger(__name__)
@@ -73,12 +75,27 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+#: SQLite binds at most 32,766 variables per statement (3.32+); chunks stay well below that.
+_SQLITE_MAX_VARIABLES: Final = 30_000
+_SQLITE_MAX_ROWS_PER_STATEMENT: Final = 5_000
+
+
 @dataclass(frozen=True, slots=True)
 class _Statement:
     table: str
     sql: str
     columns: tuple[str, ...]
     converters: tuple[Callable[[Any], Any] | None, ...]
+
+    def multi_row_sql(self, rows: int) -> str:
+        """The same statement with `rows` VALUES groups (qmark placeholders only).
+
+        SQLite's executemany releases and re-takes the GIL around every row, which makes the
+        writer thread and the engine's loop fight over the GIL; one statement per few hundred
+        rows releases it once for the whole chunk, so SQLite's own work runs on the other core.
+        """
+        head, values, tail = _split_values(self.sql)
+        return head + ", ".join([values] * rows) + tail
 
     def encode(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         """Rows as positional tuples; money columns become float (Decimal is accepted)."""
@@ -145,6 +162,26 @@ class _Statements:
         )
 
 
+def _split_values(sql: str) -> tuple[str, str, str]:
+    """Split `INSERT .. VALUES (?, ..) ON CONFLICT ..` around its one placeholder group."""
+    start = sql.index(" VALUES (") + len(" VALUES ")
+    end = sql.index(")", start) + 1
+    return sql[:start], sql[start:end], sql[end:]
+
+
+def _chunked_inserts(statement: _Statement, params: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
+    """SQLite: multi-row statements over flattened parameters, one execute per chunk."""
+    per_statement = min(
+        _SQLITE_MAX_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(statement.columns)
+    )
+    out: list[tuple[str, Any]] = []
+    for begin in range(0, len(params), per_statement):
+        chunk = params[begin : begin + per_statement]
+        flat = tuple(chain.from_iterable(chunk))
+        out.append((statement.multi_row_sql(len(chunk)), flat))
+    return out
+
+
 def _converter(table: Table, name: str) -> Callable[[Any], Any] | None:
     column = table.c[name]
     if isinstance(column.type, Float):
@@ -159,7 +196,8 @@ def _converter(table: Table, name: str) -> Callable[[Any], Any] | None:
 class _Work:
     """A batch compiled for one dialect: what one transaction executes."""
 
-    inserts: list[tuple[str, list[tuple[Any, ...]]]]
+    # (sql, params): a list of row tuples for executemany, or one flat tuple for a chunk.
+    inserts: list[tuple[str, Any]]
     snapshot: dict[str, Any] | None
     rows: int
 
@@ -220,6 +258,9 @@ class BatchWriter:
         self._drain_timeout_s = drain_timeout_s
         self._on_fatal = on_fatal
         self._statements = _Statements(engine.dialect)
+        # SQLite only: asyncpg numbers its placeholders and PostgreSQL refuses an upsert that
+        # touches one row twice in a statement, so it keeps executemany.
+        self._multi_row_values = engine.dialect.name == "sqlite"
         self._snapshot_stmt = self._statements.snapshot()
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -229,6 +270,9 @@ class BatchWriter:
         self._committed = 0
         self._committed_rows = 0
         self._failed: BaseException | None = None
+        # File SQLite: whole transactions on a dedicated thread (see _sqlite_thread).
+        self._thread: SqliteThreadTransactor | None = None
+        self._failed_attempts = 0
 
     @property
     def committed_batches(self) -> int:
@@ -239,6 +283,11 @@ class BatchWriter:
     def committed_rows(self) -> int:
         """Table rows (snapshots excluded) in the committed batches."""
         return self._committed_rows
+
+    @property
+    def failed_attempts(self) -> int:
+        """Transaction attempts that raised (each retry counts), since creation."""
+        return self._failed_attempts
 
     @property
     def pending_batches(self) -> int:
@@ -258,6 +307,10 @@ class BatchWriter:
             self._lock.release()
             raise FatalError("the database writer has failed; build a new one") from self._failed
         self._queue = asyncio.Queue(maxsize=self._queue_max_batches)
+        if is_file_sqlite(self._engine):
+            self._thread = SqliteThreadTransactor(
+                self._engine, busy_timeout_ms=await busy_timeout_ms_of(self._engine)
+            )
         self._task = asyncio.create_task(self._write_loop(self._queue), name="persistence.writer")
         return self
 
@@ -276,7 +329,12 @@ class BatchWriter:
             try:
                 await self._stop_task()
             finally:
-                self._lock.release()
+                thread, self._thread = self._thread, None
+                try:
+                    if thread is not None:
+                        await thread.close()
+                finally:
+                    self._lock.release()
         if exc_type is None and self._failed is not None:
             # The engine may have stopped without submitting again; never exit as if all is well.
             raise FatalError("the database writer failed; see the logged cause") from self._failed
@@ -351,7 +409,11 @@ class BatchWriter:
                 rows = [_with_order_ids(row) for row in rows]
             if rows:
                 statement = self._statements.for_rows(name, rows)
-                inserts.append((statement.sql, statement.encode(rows)))
+                params = statement.encode(rows)
+                if self._multi_row_values:
+                    inserts.extend(_chunked_inserts(statement, params))
+                else:
+                    inserts.append((statement.sql, params))
         return _Work(
             inserts=inserts, snapshot=_snapshot_params(batch.snapshot), rows=batch.row_count()
         )
@@ -359,10 +421,14 @@ class BatchWriter:
     async def _write_with_retry(self, work: _Work) -> None:
         for attempt in range(1, self._retry_attempts + 1):
             try:
-                async with self._engine.begin() as conn:
-                    await self._write(conn, work)
+                if self._thread is not None:
+                    await self._thread.transact(lambda conn: self._write_sync(conn, work))
+                else:
+                    async with self._engine.begin() as conn:
+                        await self._write(conn, work)
                 return
             except (sa_exc.SQLAlchemyError, OSError) as exc:
+                self._failed_attempts += 1
                 if attempt == self._retry_attempts or not is_transient(exc):
                     raise
                 # One writer, so no herd to spread out: plain capped doubling, no jitter.
@@ -377,6 +443,13 @@ class BatchWriter:
             await conn.exec_driver_sql(sql, params)
         if work.snapshot is not None:
             await conn.execute(self._snapshot_stmt, work.snapshot)
+
+    def _write_sync(self, conn: Connection, work: _Work) -> None:
+        """The same statements as `_write`, on the SQLite writer thread."""
+        for sql, params in work.inserts:
+            conn.exec_driver_sql(sql, params)
+        if work.snapshot is not None:
+            conn.execute(self._snapshot_stmt, work.snapshot)
 
     # -- state ------------------------------------------------------------------------------
 

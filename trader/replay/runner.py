@@ -216,6 +216,10 @@ async def _run(
             await engine.process_slice(bars, received_ns=time.perf_counter_ns())
             if engine.should_flush():
                 await engine.flush()
+                # Nothing in a replayed slice really waits, so without this loop turn the writer
+                # task would only run at the end; now it hands the batch to its database thread,
+                # which works on the other core while the engine goes on.
+                await asyncio.sleep(0)
             if on_slice is not None:
                 on_slice(handled)
         if not created:

@@ -1,0 +1,60 @@
+"""Whole SQLite write transactions on one dedicated thread.
+
+Owns the thread and the synchronous SQLite engine the batching writer uses for file databases.
+Why: through aiosqlite every statement is a round trip between the event loop and aiosqlite's
+thread, and each return needs the GIL back from an engine loop that is busy computing; under a
+fast replay that serialised the writer behind the engine. Here one hand-off runs a batch's whole
+transaction (SQLite's own work releases the GIL, so it overlaps the engine on the other core)
+and one completion comes back. It must not decide what to write or retry: the writer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trader.persistence.database import make_sync_sqlite_engine
+
+
+async def busy_timeout_ms_of(engine: AsyncEngine) -> int:
+    """The busy timeout `make_engine` configured, read back from one of its connections."""
+    async with engine.connect() as connection:
+        value = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    return int(value or 0)
+
+
+class SqliteThreadTransactor:
+    """Runs `fn(connection)` inside one transaction on the single writer thread."""
+
+    def __init__(self, engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+        self._url = engine.url
+        self._busy_timeout_ms = busy_timeout_ms
+        # One thread, so the sqlite3 connection never crosses threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistence.writer")
+        self._engine: Engine | None = None
+
+    async def transact(self, fn: Callable[[Connection], None]) -> None:
+        """Run `fn` in a transaction that commits when it returns and rolls back if it raises."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._transact, fn)
+
+    def _transact(self, fn: Callable[[Connection], None]) -> None:
+        if self._engine is None:
+            self._engine = make_sync_sqlite_engine(self._url, busy_timeout_ms=self._busy_timeout_ms)
+        with self._engine.begin() as connection:
+            fn(connection)
+
+    async def close(self) -> None:
+        """Dispose of the engine on its thread (after any transaction still running), then stop."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._dispose)
+        self._executor.shutdown(wait=False)
+
+    def _dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
