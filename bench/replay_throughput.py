@@ -53,8 +53,7 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
     from trader.persistence.database import make_engine
     from trader.persistence.migrate import ensure_schema
     from trader.persistence.repository import create_run
-    from trader.persistence.writer import BatchWriter
-    from trader.pipeline import build_engine
+    from trader.pipeline import build_engine, build_writer
 
     settings = Settings(
         database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": strategy}
@@ -73,14 +72,7 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
         symbols=["BTCUSDT"],
         started_at=datetime.now(UTC),
     )
-    cfg = settings.database
-    async with BatchWriter(
-        db,
-        queue_max_batches=cfg.queue_max_batches,
-        retry_attempts=cfg.write_retry_attempts,
-        retry_backoff_s=cfg.write_retry_backoff_s,
-        enqueue_timeout_s=cfg.enqueue_timeout_s,
-    ) as writer:
+    async with build_writer(db, settings.database) as writer:
         engine = build_engine(settings, run_id="bench", sink=writer)
         started = time.perf_counter()
         for bar in bars:

@@ -134,7 +134,9 @@ def replay(
         interval=interval,
     )
     outcome = _run(lambda: _replay_with_progress(run_replay, settings, options))
-    if outcome.resumed:
+    if outcome.already_complete:
+        typer.echo(f"run {outcome.results.run_id} is already complete; reporting it")
+    elif outcome.resumed:
         typer.echo(f"resumed run {outcome.results.run_id} after its last committed bar")
     typer.echo(summary_text(outcome.results, color=sys.stdout.isatty()))
     if outcome.report is not None:
@@ -280,10 +282,26 @@ def data_to_frames(
     typer.echo(f"wrote {count} lines to {out}")
 
 
+#: typer (0.29+) vendors click and exports only some of its exceptions; BadParameter's base is
+#: click's UsageError, from which every argument-parsing failure derives.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every failure ends as one stderr line and an exit status."""
     try:
-        app()
+        status = app(standalone_mode=False)
     except ConfigError as exc:  # raised while loading settings, before a command's coroutine
         sys.stderr.write(f"trader: error: {exc}\n")
         sys.exit(2)
+    except _USAGE_ERROR as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `trader`: the help is the answer
+            sys.stderr.write(f"{message}\n")
+        else:
+            sys.stderr.write(f"trader: error: {' '.join(message.split())}\n")
+        sys.exit(2)
+    except typer.Abort:
+        sys.stderr.write("trader: error: interrupted\n")
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)

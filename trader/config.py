@@ -256,7 +256,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file), key=_first_key(exc)) from exc
+        message = _describe(exc, file, from_options=bool(overrides))
+        raise ConfigError(message, key=_first_key(exc)) from exc
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration in TRADER_* environment: {exc}") from exc
 
@@ -292,16 +293,21 @@ def _first_key(exc: ValidationError) -> str | None:
     return ".".join(str(part) for part in errors[0]["loc"]) if errors else None
 
 
-def _describe(exc: ValidationError, file: Path | None) -> str:
+def _describe(exc: ValidationError, file: Path | None, *, from_options: bool) -> str:
     parts = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+        elif key not in SECRET_KEYS and not isinstance(error.get("input"), dict):
+            message = f"{message} (got {error.get('input')!r})"
         parts.append(f"{key}: {message}")
-    where = f" (in {file} or TRADER_* environment)" if file else " (in TRADER_* environment)"
-    return "invalid configuration" + where + ": " + "; ".join(parts)
+    sources = [str(file)] if file is not None else []
+    sources.append("TRADER_* environment")
+    if from_options:
+        sources.append("command-line options")
+    return f"invalid configuration (from {', '.join(sources)}): " + "; ".join(parts)
 
 
 def interval_is_supported(interval: str) -> bool:

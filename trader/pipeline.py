@@ -9,17 +9,31 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from risk.gate import RiskGate
 from strategies.base import Strategy
 from strategies.hicra import HicraWeights
 from strategies.registry import build_strategy
 from trader.broker.paper import PaperBroker
-from trader.config import Settings
+from trader.config import DatabaseSettings, Settings
 from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
 from trader.features.buffer import FeatureBook
 from trader.instruments import InstrumentBook
+from trader.persistence.writer import BatchWriter
 from trader.portfolio import Portfolio
 from trader.rewards import RewardTracker
+
+
+def build_writer(db: AsyncEngine, section: DatabaseSettings) -> BatchWriter:
+    """The single batching writer, configured from the `[database]` section."""
+    return BatchWriter(
+        db,
+        queue_max_batches=section.queue_max_batches,
+        retry_attempts=section.write_retry_attempts,
+        retry_backoff_s=section.write_retry_backoff_s,
+        enqueue_timeout_s=section.enqueue_timeout_s,
+    )
 
 
 def build_strategy_from(settings: Settings) -> Strategy:

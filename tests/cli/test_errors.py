@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import typer
 from typer.core import TyperGroup
 from typer.testing import CliRunner
@@ -92,10 +91,6 @@ def test_exits_2_naming_the_setting_when_strategy_is_unknown(tmp_path: Path) -> 
     assert_one_error_line(process, "strategy.name")
 
 
-@pytest.mark.xfail(
-    reason="typer prints its usage errors as a multi-line box, not one `trader: error:` line",
-    strict=True,
-)
 def test_exits_2_with_one_line_when_option_value_is_invalid(tmp_path: Path) -> None:
     """A value the option parser rejects (`--speed -1`) also gives status 2 and one line."""
     process = trader("replay", str(FIXTURE), "--speed", "-1", workdir=tmp_path)

@@ -70,11 +70,12 @@ def replay_args(report: Path, *extra: str) -> list[str]:
 
 
 def summary(stdout: str) -> str:
-    """The summary block, without the lines that name a directory or say the run resumed."""
+    """The summary block, without the lines that name a directory or the run's state."""
     return "\n".join(
         line
         for line in stdout.splitlines()
         if not line.startswith(("report written to", "resumed run"))
+        and not line.endswith("is already complete; reporting it")
     )
 
 
@@ -180,6 +181,8 @@ def test_rerun_reports_same_results_without_new_rows_when_run_complete(
     process = trader(*replay_args(report), workdir=tmp_path, db=db)
 
     assert process.returncode == 0, process.stderr
+    assert f"run {RUN} is already complete; reporting it" in process.stdout
+    assert "resumed run" not in process.stdout
     assert summary(process.stdout) == summary(replayed.process.stdout)
     assert (report / "metrics.json").read_text(encoding="utf-8") == (
         replayed.report / "metrics.json"

@@ -24,8 +24,7 @@ from trader.errors import ConfigError
 from trader.persistence import repository
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
-from trader.persistence.writer import BatchWriter
-from trader.pipeline import build_engine
+from trader.pipeline import build_engine, build_writer
 from trader.replay.merge import iter_slices
 from trader.replay.rejections import RejectionCounter
 from trader.replay.sources import open_source
@@ -58,6 +57,7 @@ class ReplayOutcome:
 
     results: RunResults
     resumed: bool
+    already_complete: bool
     report: ReportPaths | None
 
 
@@ -127,8 +127,9 @@ async def replay(
         if run is not None and run.ended_at is not None:
             log.info("replay_already_complete", run_id=run_id)
             results = await _results_with_rejections(db, run_id, options, rejections)
-            resumed = True
+            resumed, already_complete = False, True
         else:
+            already_complete = False
             snapshot = await repository.load_run_state(db, run_id)
             resumed = snapshot is not None
             await _run(settings, options, db, run_id, config, snapshot, rejections, sleep, on_slice)
@@ -136,7 +137,9 @@ async def replay(
         report = (
             await write_run_report(db, results, options.report_dir) if options.report_dir else None
         )
-        return ReplayOutcome(results=results, resumed=resumed, report=report)
+        return ReplayOutcome(
+            results=results, resumed=resumed, already_complete=already_complete, report=report
+        )
     finally:
         await db.dispose()
 
@@ -171,14 +174,7 @@ async def _run(
     sleep: Callable[[float], Awaitable[None]],
     on_slice: Callable[[int], None] | None,
 ) -> None:
-    db_cfg = settings.database
-    async with BatchWriter(
-        db,
-        queue_max_batches=db_cfg.queue_max_batches,
-        retry_attempts=db_cfg.write_retry_attempts,
-        retry_backoff_s=db_cfg.write_retry_backoff_s,
-        enqueue_timeout_s=db_cfg.enqueue_timeout_s,
-    ) as writer:
+    async with build_writer(db, settings.database) as writer:
         engine = build_engine(settings, run_id=run_id, sink=writer)
         resume_after = -1
         if snapshot is not None:
