@@ -75,11 +75,12 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
     async with build_writer(db, settings.database) as writer:
         engine = build_engine(settings, run_id="bench", sink=writer)
         started = time.perf_counter()
-        for bar in bars:
+        for index, bar in enumerate(bars):
             await engine.process_slice([bar])
             if engine.should_flush():
                 await engine.flush()
-                await asyncio.sleep(0)  # as the replay runner does: let the writer start it
+            if writer.pending_batches and index % 32 == 0:
+                await asyncio.sleep(0)  # as the replay runner does: give the writer a turn
         await engine.flush(wait=True)
         elapsed = time.perf_counter() - started
     await db.dispose()

@@ -2,4 +2,6 @@
 
 from trader.cli import main
 
-main()
+# Guarded: the database writer's child process re-imports the main module.
+if __name__ == "__main__":
+    main()

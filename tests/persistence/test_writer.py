@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trader.errors import FatalError
 from trader.persistence import repository
+from trader.persistence._statements import WRITE_ORDER
 from trader.persistence.batch import Row, RunStateSnapshot, WriteBatch
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import upgrade
 from trader.persistence.models import Base
-from trader.persistence.writer import WRITE_ORDER, BatchWriter
+from trader.persistence.writer import BatchWriter
 
 RUN = "run-1"
 STEP_MS = 300_000

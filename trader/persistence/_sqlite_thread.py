@@ -11,13 +11,19 @@ and one completion comes back. It must not decide what to write or retry: the wr
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trader.persistence.database import make_sync_sqlite_engine
+
+# Money from the portfolio may arrive as Decimal; SQLite stores it as a double (the column type),
+# and letting sqlite3 adapt it spares the writer a Python converter call per cell.
+sqlite3.register_adapter(Decimal, float)
 
 
 async def busy_timeout_ms_of(engine: AsyncEngine) -> int:

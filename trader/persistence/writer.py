@@ -15,43 +15,23 @@ with `map` keeps Python's share small; bench/bench_writer.py measures the result
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from itertools import chain
-from operator import itemgetter
+import functools
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import structlog
-from sqlalchemy import Boolean, Float, Table
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.expression import Executable
 
 from trader.errors import FatalError
 from trader.persistence._sqlite_thread import SqliteThreadTransactor, busy_timeout_ms_of
-from trader.persistence.batch import Row, RunStateSnapshot, WriteBatch
-from trader.persistence.database import insert_for, is_file_sqlite
-from trader.persistence.models import Base
+from trader.persistence._statements import Statements, Work, compile_batch, write_sync
+from trader.persistence.batch import WriteBatch
+from trader.persistence.database import is_file_sqlite
 
 log = structlog.get_logger(__name__)
 
-#: Batch fields in the order they are written: parents before the rows that reference them.
-WRITE_ORDER: Final = (
-    "bars",
-    "decisions",
-    "orders",
-    "fills",
-    "positions",
-    "equity",
-    "rewards",
-    "risk_events",
-)
-#: Columns a later row for the same key overwrites; every other table is insert-if-absent.
-_UPSERT_KEYS: Final = {"orders": ("id",), "positions": ("run_id", "symbol")}
-_ORDER_UPDATES: Final = ("status", "reject_reason")
 #: SQLSTATE classes worth retrying: connection trouble, serialization/deadlock, resources,
 #: operator intervention (a server restart).
 _TRANSIENT_SQLSTATES: Final = ("08", "40001", "40P01", "53", "57P")
@@ -69,137 +49,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # Raised before a DBAPI connection exists (connection refused, reset, timed out).
     return isinstance(exc, OSError)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-#: SQLite binds at most 32,766 variables per statement (3.32+); chunks stay well below that.
-_SQLITE_MAX_VARIABLES: Final = 30_000
-_SQLITE_MAX_ROWS_PER_STATEMENT: Final = 5_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Statement:
-    table: str
-    sql: str
-    columns: tuple[str, ...]
-    converters: tuple[Callable[[Any], Any] | None, ...]
-
-    def multi_row_sql(self, rows: int) -> str:
-        """The same statement with `rows` VALUES groups (qmark placeholders only).
-
-        SQLite's executemany releases and re-takes the GIL around every row, which makes the
-        writer thread and the engine's loop fight over the GIL; one statement per few hundred
-        rows releases it once for the whole chunk, so SQLite's own work runs on the other core.
-        """
-        head, values, tail = _split_values(self.sql)
-        return head + ", ".join([values] * rows) + tail
-
-    def encode(self, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
-        """Rows as positional tuples; money columns become float (Decimal is accepted)."""
-        if set(map(len, rows)) != {len(self.columns)}:
-            raise ValueError(f"the {self.table} rows of one batch differ in their column names")
-        values: list[Any] = []
-        for column, convert in zip(self.columns, self.converters, strict=True):
-            cells = map(itemgetter(column), rows)
-            values.append(list(cells if convert is None else map(convert, cells)))
-        return list(zip(*values, strict=True))
-
-
-class _Statements:
-    """Compiles and caches one `INSERT .. ON CONFLICT` per table and column set for a dialect."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._cache: dict[tuple[str, tuple[str, ...]], _Statement] = {}
-        self._tables = Base.metadata.tables
-
-    def for_rows(self, table_name: str, rows: Sequence[Row]) -> _Statement:
-        columns = tuple(rows[0])
-        key = (table_name, columns)
-        statement = self._cache.get(key)
-        if statement is None:
-            statement = self._compile(self._tables[table_name], columns)
-            self._cache[key] = statement
-        return statement
-
-    def snapshot(self) -> Executable:
-        table = self._tables["run_state"]
-        stmt = insert_for(self._dialect.name, table)
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.run_id],
-            set_={
-                name: stmt.excluded[name] for name in ("last_slice_start_ms", "state", "updated_at")
-            },
-        )
-
-    def _compile(self, table: Table, columns: tuple[str, ...]) -> _Statement:
-        stmt = insert_for(self._dialect.name, table)
-        keys = _UPSERT_KEYS.get(table.name)
-        if keys is None:
-            stmt = stmt.on_conflict_do_nothing()
-        else:
-            updated = _ORDER_UPDATES if table.name == "orders" else columns
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c[name] for name in keys],
-                set_={
-                    name: stmt.excluded[name]
-                    for name in updated
-                    if name in columns and name not in keys
-                },
-            )
-        compiled = stmt.compile(dialect=self._dialect, column_keys=list(columns))
-        # The positional order the driver expects; it only holds the rows' own columns because
-        # the tables written here have no Python-side defaults (see models).
-        order = tuple(compiled.positiontup or ())
-        if sorted(order) != sorted(columns):
-            raise ValueError(f"cannot bind {table.name} rows with columns {columns}")
-        converters = tuple(_converter(table, name) for name in order)
-        return _Statement(
-            table=table.name, sql=compiled.string, columns=order, converters=converters
-        )
-
-
-def _split_values(sql: str) -> tuple[str, str, str]:
-    """Split `INSERT .. VALUES (?, ..) ON CONFLICT ..` around its one placeholder group."""
-    start = sql.index(" VALUES (") + len(" VALUES ")
-    end = sql.index(")", start) + 1
-    return sql[:start], sql[start:end], sql[end:]
-
-
-def _chunked_inserts(statement: _Statement, params: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
-    """SQLite: multi-row statements over flattened parameters, one execute per chunk."""
-    per_statement = min(
-        _SQLITE_MAX_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(statement.columns)
-    )
-    out: list[tuple[str, Any]] = []
-    for begin in range(0, len(params), per_statement):
-        chunk = params[begin : begin + per_statement]
-        flat = tuple(chain.from_iterable(chunk))
-        out.append((statement.multi_row_sql(len(chunk)), flat))
-    return out
-
-
-def _converter(table: Table, name: str) -> Callable[[Any], Any] | None:
-    column = table.c[name]
-    if isinstance(column.type, Float):
-        return _optional_float if column.nullable else float
-    if isinstance(column.type, Boolean):
-        # asyncpg binds only real bools; numpy bools and 0/1 ints are normalised here.
-        return bool
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    """A batch compiled for one dialect: what one transaction executes."""
-
-    # (sql, params): a list of row tuples for executemany, or one flat tuple for a chunk.
-    inserts: list[tuple[str, Any]]
-    snapshot: dict[str, Any] | None
-    rows: int
 
 
 class BatchWriter:
@@ -257,10 +106,10 @@ class BatchWriter:
         self._enqueue_timeout_s = enqueue_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._on_fatal = on_fatal
-        self._statements = _Statements(engine.dialect)
+        self._statements = Statements(engine.dialect)
         # SQLite only: asyncpg numbers its placeholders and PostgreSQL refuses an upsert that
         # touches one row twice in a statement, so it keeps executemany.
-        self._multi_row_values = engine.dialect.name == "sqlite"
+        self._multi_row = engine.dialect.name == "sqlite"
         self._snapshot_stmt = self._statements.snapshot()
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -387,8 +236,7 @@ class BatchWriter:
             async with self._changed:
                 self._changed.notify_all()  # room in the queue for a waiting producer
             try:
-                work = self._compile(batch)
-                await self._write_with_retry(work)
+                await self._write_with_retry(batch)
             except Exception as exc:
                 # Task boundary: the cause is logged and the writer changes state to failed.
                 log.exception("database_write_failed", rows=batch.row_count())
@@ -397,32 +245,18 @@ class BatchWriter:
                     self._changed.notify_all()
                 return
             self._committed += 1
-            self._committed_rows += work.rows
+            self._committed_rows += batch.row_count()
             async with self._changed:
                 self._changed.notify_all()
 
-    def _compile(self, batch: WriteBatch) -> _Work:
-        inserts = []
-        for name in WRITE_ORDER:
-            rows: list[Row] = getattr(batch, name)
-            if name == "orders":
-                rows = [_with_order_ids(row) for row in rows]
-            if rows:
-                statement = self._statements.for_rows(name, rows)
-                params = statement.encode(rows)
-                if self._multi_row_values:
-                    inserts.extend(_chunked_inserts(statement, params))
-                else:
-                    inserts.append((statement.sql, params))
-        return _Work(
-            inserts=inserts, snapshot=_snapshot_params(batch.snapshot), rows=batch.row_count()
-        )
-
-    async def _write_with_retry(self, work: _Work) -> None:
+    async def _write_with_retry(self, batch: WriteBatch) -> None:
+        work: Work = compile_batch(self._statements, batch, multi_row=self._multi_row)
         for attempt in range(1, self._retry_attempts + 1):
             try:
                 if self._thread is not None:
-                    await self._thread.transact(lambda conn: self._write_sync(conn, work))
+                    await self._thread.transact(
+                        functools.partial(write_sync, work=work, snapshot_stmt=self._snapshot_stmt)
+                    )
                 else:
                     async with self._engine.begin() as conn:
                         await self._write(conn, work)
@@ -438,18 +272,11 @@ class BatchWriter:
                 )
                 await asyncio.sleep(delay_s)
 
-    async def _write(self, conn: AsyncConnection, work: _Work) -> None:
+    async def _write(self, conn: AsyncConnection, work: Work) -> None:
         for sql, params in work.inserts:
             await conn.exec_driver_sql(sql, params)
         if work.snapshot is not None:
             await conn.execute(self._snapshot_stmt, work.snapshot)
-
-    def _write_sync(self, conn: Connection, work: _Work) -> None:
-        """The same statements as `_write`, on the SQLite writer thread."""
-        for sql, params in work.inserts:
-            conn.exec_driver_sql(sql, params)
-        if work.snapshot is not None:
-            conn.execute(self._snapshot_stmt, work.snapshot)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -491,22 +318,3 @@ class BatchWriter:
         await asyncio.wait([task])
         if not task.cancelled() and task.exception() is not None:
             raise FatalError("the database writer task crashed") from task.exception()
-
-
-def _with_order_ids(row: Row) -> Row:
-    """`orders.id` and `client_order_id` hold the same value; either one may be given."""
-    if "id" in row and "client_order_id" in row:
-        return row
-    order_id = row.get("id", row.get("client_order_id"))
-    return {**row, "id": order_id, "client_order_id": order_id}
-
-
-def _snapshot_params(snapshot: RunStateSnapshot | None) -> dict[str, Any] | None:
-    if snapshot is None:
-        return None
-    return {
-        "run_id": snapshot.run_id,
-        "last_slice_start_ms": snapshot.last_slice_start_ms,
-        "state": snapshot.state,
-        "updated_at": datetime.now(UTC),
-    }

@@ -33,6 +33,9 @@ from trader.run_report import RunResults, load_run_results, write_run_report
 
 log = structlog.get_logger()
 
+#: While the writer has batches in flight, the replay loop gives it a turn this often.
+_YIELD_EVERY_SLICES = 32
+
 #: Settings sections whose values change a run's results; a resumed run must match them.
 RESULT_SECTIONS = ("broker", "risk", "strategy", "model", "features", "rewards")
 
@@ -212,9 +215,10 @@ async def _run(
             await engine.process_slice(bars, received_ns=time.perf_counter_ns())
             if engine.should_flush():
                 await engine.flush()
+            if writer.pending_batches and handled % _YIELD_EVERY_SLICES == 0:
                 # Nothing in a replayed slice really waits, so without this loop turn the writer
-                # task would only run at the end; now it hands the batch to its database thread,
-                # which works on the other core while the engine goes on.
+                # task would only run at the end; with it, the writer hands each batch on as
+                # soon as the previous one is committed, and the database works in parallel.
                 await asyncio.sleep(0)
             if on_slice is not None:
                 on_slice(handled)
