@@ -35,7 +35,7 @@ from trader.features.buffer import FeatureBook, FeatureBuffer
 from trader.instruments import InstrumentBook
 from trader.order_ids import client_order_id
 from trader.persistence.batch import RunStateSnapshot, WriteBatch
-from trader.portfolio import Portfolio
+from trader.portfolio import AccountTotals, Portfolio
 from trader.rewards import RewardTracker
 
 log = structlog.get_logger()
@@ -179,19 +179,20 @@ class Engine:
         # Stages 1-3 per bar: store, fill at the open / protective exits, mark, reward, features.
         pnls: list[Decimal] = []
         buffers: list[FeatureBuffer] = []
+        broker = self._broker
         for bar in bars:
-            pnl, buffer = await self._settle_bar(bar)
+            pnl, buffer = self._settle_bar(bar, await broker.on_bar(bar))
             pnls.append(pnl)
             buffers.append(buffer)
         # The account is marked once per slice, after every symbol's close is in.
-        portfolio = self._portfolio
+        totals = self._portfolio.totals()
         account = _AccountMark(
-            equity=portfolio.equity,
-            equity_f=float(portfolio.equity),
-            drawdown_f=float(portfolio.drawdown),
+            equity=totals.equity,
+            equity_f=float(totals.equity),
+            drawdown_f=float(totals.drawdown),
         )
         close_ms = bars[-1].close_ms
-        self._record_equity(close_ms, account)
+        self._record_equity(close_ms, account, totals)
         halt = self._risk.on_mark(drawdown=account.drawdown_f)
         if halt is not None:
             self._record_risk_event(close_ms, halt.kind, halt.symbol, halt.detail)
@@ -201,8 +202,11 @@ class Engine:
         self.last_slice_start_ms = start_ms
         self.slices_processed += 1
 
-    async def _settle_bar(self, bar: Bar) -> tuple[Decimal, FeatureBuffer]:
-        """Store the bar, fill what it triggers, mark it, reward the last decision, features."""
+    def _settle_bar(self, bar: Bar, fills: list[Fill]) -> tuple[Decimal, FeatureBuffer]:
+        """Store the bar, apply the fills it triggered, mark it, reward the last decision, features.
+
+        Synchronous on purpose: it runs for every bar, and only the broker call needs to await.
+        """
         symbol = bar.symbol
         self._batch.bars.append(
             {
@@ -218,7 +222,6 @@ class Engine:
                 "source": bar.source.value,
             }
         )
-        fills = await self._broker.on_bar(bar)
         if fills or self._open_orders:
             self._apply_fills(bar, fills)
         portfolio = self._portfolio
@@ -266,18 +269,17 @@ class Engine:
         else:
             self._held.pop(symbol, None)
 
-    def _record_equity(self, ts_ms: int, account: _AccountMark) -> None:
-        portfolio = self._portfolio
+    def _record_equity(self, ts_ms: int, account: _AccountMark, totals: AccountTotals) -> None:
         self._batch.equity.append(
             {
                 "run_id": self.run_id,
                 "ts_ms": ts_ms,
                 "equity": account.equity_f,
-                "cash": float(portfolio.cash),
-                "unrealized_pnl": float(portfolio.unrealized_pnl),
+                "cash": float(totals.cash),
+                "unrealized_pnl": float(totals.unrealized_pnl),
                 "drawdown": account.drawdown_f,
-                "peak_equity": float(portfolio.peak_equity),
-                "gross_exposure_usdt": float(portfolio.gross_exposure_usdt),
+                "peak_equity": float(totals.peak_equity),
+                "gross_exposure_usdt": float(totals.gross_exposure_usdt),
             }
         )
 

@@ -7,6 +7,7 @@ replay and live run the very same pipeline. It must not start tasks or open conn
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,13 +21,26 @@ from trader.config import DatabaseSettings, Settings
 from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
 from trader.features.buffer import FeatureBook
 from trader.instruments import InstrumentBook
+from trader.persistence.database import is_file_sqlite
 from trader.persistence.writer import BatchWriter
 from trader.portfolio import Portfolio
 from trader.rewards import RewardTracker
 
+#: GIL switch interval (s) while a SQLite writer thread shares the process with the engine.
+WRITER_SWITCH_INTERVAL_S = 0.001
+
 
 def build_writer(db: AsyncEngine, section: DatabaseSettings) -> BatchWriter:
-    """The single batching writer, configured from the `[database]` section."""
+    """The single batching writer, configured from the `[database]` section.
+
+    With a SQLite file the writer commits on its own thread. CPython hands the GIL to a waiting
+    thread only every `sys.getswitchinterval()` (5 ms by default), and the writer needs it back
+    a few dozen times per batch, so under a CPU-bound replay it fell ~0.4 s behind on the
+    benchmark series; 1 ms lets it keep pace (bench/replay_throughput.py). This is a process-wide
+    setting, which is why the composition root makes it and not the writer.
+    """
+    if is_file_sqlite(db):
+        sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL_S))
     return BatchWriter(
         db,
         queue_max_batches=section.queue_max_batches,

@@ -43,6 +43,18 @@ class _Book:
     bars_in_position: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class AccountTotals:
+    """The account's figures at one moment, in USDT (drawdown as a fraction of the peak)."""
+
+    equity: Decimal
+    cash: Decimal
+    unrealized_pnl: Decimal
+    peak_equity: Decimal
+    drawdown: Decimal
+    gross_exposure_usdt: Decimal
+
+
 class Portfolio:
     """Nets fills into positions and marks them to market."""
 
@@ -202,6 +214,20 @@ class Portfolio:
     def peak_equity(self) -> Decimal:
         """Highest equity seen at a mark (initially the initial equity)."""
         return self._peak
+
+    def totals(self) -> AccountTotals:
+        """Every account figure at once (the engine reads them once per slice)."""
+        cash = self._initial + self._realized - self._fees
+        equity = cash + self._unrealized
+        peak = self._peak
+        return AccountTotals(
+            equity=equity,
+            cash=cash,
+            unrealized_pnl=self._unrealized,
+            peak_equity=peak,
+            drawdown=max(_ZERO, (peak - equity) / peak),
+            gross_exposure_usdt=self._exposure,
+        )
 
     @property
     def drawdown(self) -> Decimal:
