@@ -58,7 +58,7 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
     settings = Settings(
         database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": strategy}
     )
-    db = make_engine(settings.database.url)
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     await ensure_schema(db)
     from datetime import UTC, datetime
 

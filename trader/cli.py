@@ -182,7 +182,7 @@ def report(
         from trader.persistence.migrate import ensure_schema
         from trader.run_report import load_run_results, write_run_report
 
-        db = make_engine(settings.database.url)
+        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         try:
             await ensure_schema(db)
             run_id = run or await repository.latest_run_id(db)
@@ -209,7 +209,7 @@ def db_upgrade(config: ConfigOption = None) -> None:
         from trader.persistence.database import make_engine
         from trader.persistence.migrate import upgrade
 
-        db = make_engine(settings.database.url)
+        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         try:
             return await upgrade(db)
         finally:
@@ -227,7 +227,7 @@ def db_current(config: ConfigOption = None) -> None:
         from trader.persistence.database import make_engine
         from trader.persistence.migrate import current
 
-        db = make_engine(settings.database.url)
+        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
         try:
             return await current(db)
         finally:

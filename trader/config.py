@@ -54,6 +54,7 @@ class DatabaseSettings(_Section):
     """Where the run lives and how the single writer batches its transactions."""
 
     url: str = "sqlite+aiosqlite:///trader.db"
+    busy_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 5_000
     flush_interval_ms: Annotated[int, Field(ge=1, le=60_000)] = 250
     flush_max_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     queue_max_batches: Annotated[int, Field(ge=1, le=1_000)] = 8

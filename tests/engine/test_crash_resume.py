@@ -9,28 +9,15 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.candles import load_candles
 from tests.support.eventually import eventually
+from tests.support.tables import TABLES, dump_tables
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "BTCUSDT_5m.csv.gz"
 ROOT = Path(__file__).resolve().parents[2]
-
-#: Tables compared row by row, with the columns that legitimately differ between processes.
-TABLES: dict[str, tuple[str, str]] = {
-    # table: (ORDER BY, columns to leave out)
-    "bars": ("symbol, interval, start_ms", ""),
-    "decisions": ("id", "latency_us"),
-    "orders": ("id", ""),
-    "fills": ("order_id, seq", "id"),
-    "positions": ("run_id, symbol", ""),
-    "equity": ("ts_ms", "id"),
-    "rewards": ("decision_id", ""),
-    "risk_events": ("ts_ms, kind, symbol", "id"),
-}
 
 
 def _replay_cmd(run: str, *extra: str) -> list[str]:
@@ -56,16 +43,6 @@ def _env(db: Path) -> dict[str, str]:
     env["TRADER_DATABASE__FLUSH_MAX_ROWS"] = "50"
     env["TRADER_LOGGING__LEVEL"] = "WARNING"
     return env
-
-
-def _dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with sqlite3.connect(db) as conn:
-        out = {}
-        for table, (order_by, skip) in TABLES.items():
-            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-            keep = ", ".join(c for c in columns if c != skip)
-            out[table] = conn.execute(f"SELECT {keep} FROM {table} ORDER BY {order_by}").fetchall()  # noqa: S608
-        return out
 
 
 def _committed_start_ms(db: Path) -> int | None:
@@ -121,7 +98,7 @@ def test_killed_replay_ends_identical_when_run_again(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed run r" in resumed.stdout
 
-    whole, crashed = _dump(whole_db), _dump(crash_db)
+    whole, crashed = dump_tables(whole_db), dump_tables(crash_db)
     assert len(whole["decisions"]) == len(bars)
     assert whole["fills"], "the run should have traded"
     for table in TABLES:

@@ -118,7 +118,7 @@ async def replay(
         sleep: pacing hook for `--speed N` (tests inject a fake).
         on_slice: progress callback receiving the number of slices handled so far.
     """
-    db = make_engine(settings.database.url)
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
         await ensure_schema(db)
         run_id = options.run_name or default_run_name()
