@@ -7,6 +7,7 @@ boundary (exit codes, stderr, the console script) is covered in tests/cli.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -241,3 +242,22 @@ async def test_postgres_stores_same_decisions_and_fills_as_sqlite_when_replaying
     assert len(on_sqlite["decisions"]) == 3_000
     assert on_sqlite["fills"], "the seeded random strategy should trade"
     assert on_postgres == on_sqlite
+
+
+async def test_run_and_report_cover_every_symbol_when_one_series_starts_later(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A symbol absent from the first slice is still recorded with the run and plotted."""
+    late_eth = tmp_path / "ETHUSDT_5m.csv"
+    with gzip.open(FIXTURES / "ETHUSDT_5m.csv.gz", "rt") as source:
+        lines = source.read().splitlines()
+    late_eth.write_text("\n".join([lines[0], *lines[301:]]) + "\n")  # starts 300 bars later
+
+    outcome = await _replay(
+        sqlite_url, FIXTURES / "BTCUSDT_5m.csv.gz", late_eth, report_dir=tmp_path / "report"
+    )
+
+    assert outcome.results.symbols == ("BTCUSDT", "ETHUSDT")
+    assert outcome.results.bars == 1_500 + 1_200
+    extra = json.loads((tmp_path / "report" / "metrics.json").read_text())["extra"]
+    assert extra["symbols"] == ["BTCUSDT", "ETHUSDT"]

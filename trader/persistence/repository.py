@@ -9,7 +9,7 @@ must not write the per-bar tables (only `BatchWriter` does) or compute trading m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -197,10 +197,19 @@ async def get_run(bind: Bind, run_id: str) -> RunRecord | None:
     )
 
 
-async def end_run(bind: Bind, run_id: str, ended_at: datetime) -> None:
-    """Mark a run finished at `ended_at` (tz-aware)."""
+async def end_run(
+    bind: Bind, run_id: str, ended_at: datetime, *, symbols: Sequence[str] | None = None
+) -> None:
+    """Mark a run finished at `ended_at` (tz-aware), optionally recording every symbol it saw.
+
+    A run is created at its first slice, which may not hold every symbol (a series that starts
+    later); the final list makes the report cover them all.
+    """
+    values: dict[str, Any] = {"ended_at": _to_utc(ended_at)}
+    if symbols is not None:
+        values["symbols"] = list(symbols)
     async with _connect(bind, write=True) as conn:
-        await conn.execute(update(Run).where(Run.id == run_id).values(ended_at=_to_utc(ended_at)))
+        await conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
 async def latest_run_id(bind: Bind) -> str | None:
