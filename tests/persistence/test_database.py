@@ -13,13 +13,6 @@ from trader.persistence.migrate import upgrade
 from trader.persistence.models import Base
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """The URL of a fresh database, once per dialect."""
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
 async def test_make_engine_tunes_sqlite_when_url_is_sqlite(sqlite_url: str) -> None:
     """Each SQLite connection gets WAL, NORMAL sync, foreign keys and the busy timeout."""
     engine = make_engine(sqlite_url, busy_timeout_ms=1234)
