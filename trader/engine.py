@@ -3,7 +3,7 @@
 Owns the order of the stages for a slice (store bar -> fills at the open and protective exits ->
 mark -> reward of the previous decision -> features -> risk state -> strategy -> risk review ->
 broker -> persist/publish), the rows each stage produces, and the run-state snapshot that makes a
-run resumable. Every stage is an object behind a seam (Strategy, RiskGate, ExecutionClient,
+run resumable. Every stage is an object behind a seam (Strategy, RiskPolicy, ExecutionClient,
 Portfolio, RewardTracker, FeatureBook, BatchSink, EventPublisher), so the live feed, the HRM, the
 full risk layer and the MQTT bus replace or extend a stage without touching this loop.
 
@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from risk.gate import OrderIntent, RiskGate, SymbolLimits
+from risk.base import RiskPolicy
+from risk.gate import OrderIntent, SymbolLimits
 from strategies.base import AccountState, Strategy, SymbolContext
 from trader.broker.base import ExecutionClient
 from trader.domain import Action, Bar, Decision, Fill, FillReason, Order, Side
@@ -106,7 +107,7 @@ class Engine:
         *,
         run_id: str,
         strategy: Strategy,
-        risk: RiskGate,
+        risk: RiskPolicy,
         broker: ExecutionClient,
         portfolio: Portfolio,
         rewards: RewardTracker,
@@ -148,7 +149,7 @@ class Engine:
         return self._strategy
 
     @property
-    def risk(self) -> RiskGate:
+    def risk(self) -> RiskPolicy:
         """The risk gate (its trading state is part of the run state)."""
         return self._risk
 
