@@ -195,3 +195,18 @@ def test_constructor_rejects_equity_when_not_positive() -> None:
     """The initial equity must be positive."""
     with pytest.raises(ValueError, match="initial_equity"):
         Portfolio(D(0))
+
+
+def test_peak_waits_for_every_symbol_when_marks_defer_it() -> None:
+    """Marks with update_peak=False leave the peak alone until update_peak() sees the whole
+    account: BTC +10 then ETH -20 in one moment is a loss, not a new high."""
+    portfolio = portfolio_after(
+        fill(Side.BUY, "1", "100"), fill(Side.BUY, "1", "100", symbol="ETHUSDT")
+    )
+    portfolio.mark("BTCUSDT", 110.0, update_peak=False)
+    assert portfolio.peak_equity == D(10_000)
+    portfolio.mark("ETHUSDT", 80.0, update_peak=False)
+    portfolio.update_peak()
+    totals = portfolio.totals()
+    assert (totals.equity, totals.peak_equity) == (D(9_990), D(10_000))
+    assert totals.drawdown == D(10) / D(10_000)

@@ -186,6 +186,7 @@ class Engine:
             pnls.append(pnl)
             buffers.append(buffer)
         # The account is marked once per slice, after every symbol's close is in.
+        self._portfolio.update_peak()
         totals = self._portfolio.totals()
         account = _AccountMark(
             equity=totals.equity,
@@ -226,7 +227,7 @@ class Engine:
         if fills or self._open_orders:
             self._apply_fills(bar, fills)
         portfolio = self._portfolio
-        portfolio.mark(symbol, bar.close)
+        portfolio.mark(symbol, bar.close, update_peak=False)  # the slice raises it once
         pnl = portfolio.symbol_pnl(symbol)
         reward = self._rewards.close(symbol, pnl)
         if reward is not None:

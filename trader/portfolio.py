@@ -109,10 +109,17 @@ class Portfolio:
         self._fees += fill.fee
         self._revalue(book, book.mark if book.mark is not None else fill.price)
 
-    def mark(self, symbol: str, price: float) -> None:
+    def mark(self, symbol: str, price: float, *, update_peak: bool = True) -> None:
         """Mark a symbol to `price` (a bar close) and update the peak equity.
 
         Counts one more bar in position when the symbol is not flat.
+
+        Args:
+            symbol: the symbol whose bar closed.
+            price: its close.
+            update_peak: False when more symbols of the same moment are still to be marked;
+                the caller then calls `update_peak()` once all are in, so the peak never comes
+                from a half-marked account (one symbol's new close with another's old one).
 
         Raises:
             ValueError: the price is not a positive finite number (bars are validated upstream,
@@ -126,6 +133,11 @@ class Portfolio:
         self._revalue(book, Decimal(repr(price)))
         if book.qty != 0:
             book.bars_in_position += 1
+        if update_peak:
+            self.update_peak()
+
+    def update_peak(self) -> None:
+        """Raise the peak to the current equity if it is higher."""
         equity = self.equity
         if equity > self._peak:
             self._peak = equity

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,26 @@ async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar])
         assert reward["weight"] == weights[decision["decision_type"]]
         assert reward["shaped_reward"] == pytest.approx(reward["weight"] * reward["raw_return"])
     assert any(r["raw_reward"] != 0 for r in rewards)
+
+
+def _jump(bar: Bar, factor: float) -> Bar:
+    """The bar with its close (and high/low as needed) moved by `factor`, still valid."""
+    close = bar.close * factor
+    return dataclasses.replace(bar, close=close, high=max(bar.high, close), low=min(bar.low, close))
+
+
+async def test_peak_moves_once_per_slice_when_symbols_close_together(
+    btc: list[Bar], eth: list[Bar]
+) -> None:
+    """The peak is the running max of slice-end equity: never set from a half-marked account
+    (BTC's new close with ETH's old one) when BTC jumps and ETH falls in the same bar."""
+    k = 1_000  # both long by then (buy_hold enters on the first ready bar)
+    btc_moved = [*btc[:k], _jump(btc[k], 1.03), *btc[k + 1 :]]
+    eth_moved = [*eth[:k], _jump(eth[k], 0.95), *eth[k + 1 :]]
+    settings = settings_for("buy_hold", risk={"max_position_notional_usdt": 20_000})
+    _, sink = await run_engine(settings, slices(btc_moved + eth_moved))
+    peak = 10_000.0
+    for row in sink.rows("equity"):
+        peak = max(peak, row["equity"])
+        assert row["peak_equity"] == pytest.approx(peak, rel=1e-12), row["ts_ms"]
+        assert row["drawdown"] == pytest.approx((peak - row["equity"]) / peak, abs=1e-12)
