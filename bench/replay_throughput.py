@@ -1,14 +1,18 @@
 """Replay throughput on the full real BTCUSDT 5m series (25,920 bars).
 
-Modes, each measured in its own process (so peak RSS belongs to that mode):
-  features  the rolling feature buffer alone (raw features, O(1) per bar)
-  noop      the full pipeline with a strategy that always HOLDs, SQLite persistence on
-  ema_cross the full pipeline with the EMA-cross strategy, SQLite persistence on
-  replay    `trader replay`'s own code path end to end (CSV.GZ parsing included), ema_cross
+Modes, each measured in its own process (so peak RSS belongs to that mode). From bars already in
+memory:
+  features       the rolling feature buffer alone (raw features, O(1) per bar)
+  noop           the full pipeline with a strategy that always HOLDs, SQLite persistence on
+  ema_cross      the full pipeline with the EMA-cross strategy, SQLite persistence on
+The same three through the replay input path (CSV.GZ parsing, validation, merge into slices):
+  file_features, file_noop, file_ema_cross
+And `trader replay`'s own function end to end, start-up and the closing summary included:
+  replay         ema_cross
 
-Start-up (imports, reading the candles into memory, creating and migrating the database) is
-excluded for the first three; the timing of a pipeline run ends when the writer has committed the
-last batch. Prints the median of N runs, the ratios, and peak RSS.
+Start-up (imports, creating and migrating the database) is excluded from all but `replay`; a
+pipeline run's clock stops when the writer has committed the last batch. Prints the median of N
+runs, the ratios of each pipeline to its features-only loop, and peak RSS.
 
     .venv/bin/python bench/replay_throughput.py [--runs 5] [--data bench/data/BTCUSDT_5m.csv.gz]
 """
@@ -24,11 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
-MODES = ("features", "noop", "ema_cross", "replay")
+MODES = ("features", "noop", "ema_cross", "file_features", "file_noop", "file_ema_cross", "replay")
 
 
 def _load_bars(path: Path) -> list:
@@ -38,17 +43,30 @@ def _load_bars(path: Path) -> list:
     return [item for item in iter_candles(path) if isinstance(item, Bar)]
 
 
-def _features_run(bars: list) -> float:
+def _memory_slices(bars: list) -> Iterator[list]:
+    return ([bar] for bar in bars)
+
+
+def _file_slices(data: Path) -> Iterator[list]:
+    from trader.replay.merge import iter_slices
+    from trader.replay.rejections import RejectionCounter
+    from trader.replay.sources import open_source
+
+    return iter_slices([open_source(data)], rejections=RejectionCounter())
+
+
+def _features_run(slices: Iterator[list]) -> float:
     from trader.features.buffer import FeatureBook
 
     book = FeatureBook(tactical_window=64, strategic_window=256, scale_window=256, clip=5.0)
     started = time.perf_counter()
-    for bar in bars:
-        book.update(bar)
+    for bars in slices:
+        for bar in bars:
+            book.update(bar)
     return time.perf_counter() - started
 
 
-async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
+async def _pipeline_run(slices: Iterator[list], strategy: str, db_path: Path) -> float:
     from trader.config import Settings
     from trader.persistence.database import make_engine
     from trader.persistence.migrate import ensure_schema
@@ -75,8 +93,8 @@ async def _pipeline_run(bars: list, strategy: str, db_path: Path) -> float:
     async with build_writer(db, settings.database) as writer:
         engine = build_engine(settings, run_id="bench", sink=writer)
         started = time.perf_counter()
-        for index, bar in enumerate(bars):
-            await engine.process_slice([bar])
+        for index, bars in enumerate(slices):
+            await engine.process_slice(bars)
             if engine.should_flush():
                 await engine.flush()
             if writer.pending_batches and index % 32 == 0:
@@ -109,12 +127,14 @@ def child(mode: str, runs: int, data: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(runs):
             db_path = Path(tmp) / f"bench-{index}.db"
-            if mode == "features":
-                seconds.append(_features_run(bars))
-            elif mode == "replay":
+            slices = _file_slices(data) if mode.startswith("file_") else _memory_slices(bars)
+            kind = mode.removeprefix("file_")
+            if kind == "features":
+                seconds.append(_features_run(slices))
+            elif kind == "replay":
                 seconds.append(_replay_run(data, db_path))
             else:
-                seconds.append(asyncio.run(_pipeline_run(bars, mode, db_path)))
+                seconds.append(asyncio.run(_pipeline_run(slices, kind, db_path)))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -156,15 +176,16 @@ def main() -> None:
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     bars = results["features"]["bars"]
     print(f"replay throughput, {args.runs} runs each, {bars:,} bars of {args.data.name}")
-    print(f"{'mode':<10} {'median s':>9} {'bars/s':>10} {'peak RSS MB':>12}")
+    print(f"{'mode':<15} {'median s':>9} {'bars/s':>10} {'peak RSS MB':>12}")
     rates = {}
     for mode, result in results.items():
         median = statistics.median(result["seconds"])
         rates[mode] = result["bars"] / median
-        print(f"{mode:<10} {median:>9.3f} {rates[mode]:>10,.0f} {result['peak_rss_mb']:>12.0f}")
-    for mode in ("noop", "ema_cross"):
-        ratio = rates["features"] / rates[mode]
-        print(f"{mode} pipeline time / features-only time: {ratio:.2f}x")
+        print(f"{mode:<15} {median:>9.3f} {rates[mode]:>10,.0f} {result['peak_rss_mb']:>12.0f}")
+    for prefix in ("", "file_"):
+        for mode in ("noop", "ema_cross"):
+            ratio = rates[f"{prefix}features"] / rates[f"{prefix}{mode}"]
+            print(f"{prefix}{mode} pipeline time / {prefix}features-only time: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
