@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,7 +26,9 @@ from trader.metrics import (
     render_summary,
 )
 from trader.persistence import repository
-from trader.report import ReportPaths, write_report
+
+if TYPE_CHECKING:
+    from trader.report import ReportPaths
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ def summary_text(results: RunResults, *, color: bool) -> str:
 
 async def write_run_report(db: AsyncEngine, results: RunResults, out_dir: Path) -> ReportPaths:
     """Write metrics.json and the plots for a run into `out_dir`."""
+    # Imported here: matplotlib costs about half a second, and most replays write no report.
+    from trader.report import write_report
+
     prices: dict[str, list[PricePoint]] = {}
     if results.equity:
         first, last = results.equity[0].ts_ms, results.equity[-1].ts_ms

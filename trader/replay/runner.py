@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,8 +28,10 @@ from trader.pipeline import build_engine, build_writer
 from trader.replay.merge import iter_slices
 from trader.replay.rejections import RejectionCounter
 from trader.replay.sources import open_source
-from trader.report import ReportPaths
 from trader.run_report import RunResults, load_run_results, write_run_report
+
+if TYPE_CHECKING:
+    from trader.report import ReportPaths
 
 log = structlog.get_logger()
 
