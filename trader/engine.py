@@ -508,6 +508,8 @@ class Engine:
             "last_slice_start_ms": self.last_slice_start_ms,
             "slices_processed": self.slices_processed,
             "portfolio": self._portfolio.state_dict(),
+            # Fallback instruments of unlisted symbols come from their first price: keep them.
+            "instruments": self._instruments.state_dict(),
             "broker": self._broker.state_dict(),
             "rewards": self._rewards.state_dict(),
             "risk": self._risk.state_dict(),
@@ -520,6 +522,7 @@ class Engine:
         self.last_slice_start_ms = int(state["last_slice_start_ms"])
         self.slices_processed = int(state["slices_processed"])
         self._portfolio.load_state_dict(state["portfolio"])
+        self._instruments.load_state_dict(state["instruments"])
         self._broker.load_state_dict(state["broker"])
         self._rewards.load_state_dict(state["rewards"])
         self._risk.load_state_dict(state["risk"])

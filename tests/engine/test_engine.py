@@ -183,3 +183,20 @@ async def test_peak_moves_once_per_slice_when_symbols_close_together(
         peak = max(peak, row["equity"])
         assert row["peak_equity"] == pytest.approx(peak, rel=1e-12), row["ts_ms"]
         assert row["drawdown"] == pytest.approx((peak - row["equity"]) / peak, abs=1e-12)
+
+
+async def test_unlisted_symbol_keeps_its_instrument_when_engine_is_restored(
+    btc: list[Bar],
+) -> None:
+    """A symbol outside the built-in table keeps the qty step derived from its first price."""
+    foo = [dataclasses.replace(bar, symbol="FOOUSDT") for bar in btc[:900]]
+    engine, sink = await run_engine(settings_for("random"), slices(foo))
+    snapshot = sink.batches[-1].snapshot
+    assert snapshot is not None
+    assert "FOOUSDT" in snapshot.state["instruments"]
+    restored = build_engine(settings_for("random"), run_id="t", sink=ListSink())
+    restored.load_state_dict(snapshot.state)
+    # Asked with a price ten times lower, a fresh derivation would pick another step.
+    assert restored._instruments.get("FOOUSDT", btc[0].close / 10) == engine._instruments.get(
+        "FOOUSDT", btc[0].close
+    )
