@@ -158,6 +158,10 @@ class Engine:
         """The paper account as the engine sees it."""
         return self._portfolio
 
+    def symbols(self) -> list[str]:
+        """Every symbol the engine has seen a bar of (warm-up slices included), sorted."""
+        return self._features.symbols()
+
     def warm(self, bars: Sequence[Bar]) -> None:
         """Feed a slice already processed before a restart to the features only."""
         for bar in bars:

@@ -231,6 +231,10 @@ class FeatureBook:
         """The buffer of a stream, or None before its first bar."""
         return self._buffers.get((symbol, interval))
 
+    def symbols(self) -> list[str]:
+        """Every symbol that has had a bar, sorted."""
+        return sorted({symbol for symbol, _ in self._buffers})
+
     @property
     def schema_hash(self) -> str:
         """`feature_schema_hash` shared by every buffer of the book."""

@@ -189,14 +189,12 @@ async def _run(
         created = snapshot is not None
         previous_start: int | None = None
         handled = 0
-        symbols: set[str] = set()
         rejections.quiet = resume_after >= 0
         for bars in iter_slices(
             _open_all(options), rejections=rejections, from_ms=options.from_ms, to_ms=options.to_ms
         ):
             start_ms = bars[0].start_ms
             handled += 1
-            symbols.update(bar.symbol for bar in bars)
             if start_ms <= resume_after:
                 engine.warm(bars)
                 continue
@@ -229,4 +227,4 @@ async def _run(
         if not created:
             raise ConfigError("the replay sources hold no valid bars", key="SOURCE")
         await engine.flush(wait=True)
-        await repository.end_run(db, run_id, datetime.now(UTC), symbols=sorted(symbols))
+        await repository.end_run(db, run_id, datetime.now(UTC), symbols=engine.symbols())
