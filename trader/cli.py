@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
@@ -21,6 +21,9 @@ from trader.config import Settings, load_settings
 from trader.domain import Bar
 from trader.errors import ConfigError, TraderError
 from trader.logs import configure_logging
+
+if TYPE_CHECKING:
+    from trader.recorder import RecordSummary
 
 app = typer.Typer(
     name="trader",
@@ -159,6 +162,45 @@ async def _replay_with_progress(run_replay: Any, settings: Settings, options: An
                 progress.update(task, description=f"replaying: {count:,} slices")
 
         return await run_replay(settings, options, on_slice=on_slice)
+
+
+@app.command()
+def record(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the recording files.")],
+    symbols: Annotated[
+        str | None, typer.Option(help="Override feed.symbols, e.g. BTCUSDT,ETHUSDT.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Override feed.interval (Bybit code, e.g. 5).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Record the live kline stream to rotating JSONL.gz files until SIGTERM/SIGINT."""
+    feed = {key: value for key, value in (("symbols", symbols), ("interval", interval)) if value}
+    settings = _settings(config, feed=feed)
+    summary = _run(lambda: _record_until_signalled(settings, out))
+    typer.echo(
+        f"recorded {summary.frames} frames ({summary.confirmed_bars} confirmed bars, "
+        f"{summary.reconnects} reconnects) in {len(summary.files)} files under {out}"
+    )
+
+
+async def _record_until_signalled(settings: Settings, out: Path) -> RecordSummary:
+    """Run `trader.recorder.record` with SIGTERM and SIGINT setting its stop event."""
+    import signal
+
+    from trader.recorder import record as run_record
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        return await run_record(settings, out, stop=stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 @app.command()

@@ -184,6 +184,17 @@ class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class RecorderSettings(_Section):
+    """`trader record`: when a recording file is rotated and how often it reaches the OS."""
+
+    # Uncompressed frame bytes per file (gzip shrinks them several-fold on disk).
+    rotate_max_bytes: Annotated[int, Field(ge=1_024, le=100_000_000_000)] = 100_000_000
+    rotate_interval_s: Annotated[float, Field(ge=1.0, le=604_800.0)] = 3_600.0
+    # The most a crash can lose: buffered lines reach the OS at least this often.
+    flush_interval_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+    compress: bool = True
+
+
 class Settings(BaseSettings):
     """The whole configuration; frozen, unknown keys rejected."""
 
@@ -205,6 +216,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     rewards: RewardSettings = RewardSettings()
     logging: LoggingSettings = LoggingSettings()
+    recorder: RecorderSettings = RecorderSettings()
 
     @classmethod
     def settings_customise_sources(
