@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import structlog
 import typer
 
-from trader.config import Settings, load_settings
+from trader.config import Settings, load_settings, systemd_notify_env
 from trader.domain import Bar
 from trader.errors import ConfigError, TraderError
 from trader.logs import configure_logging
@@ -189,15 +189,18 @@ async def _record_until_signalled(settings: Settings, out: Path) -> RecordSummar
     """Run `trader.recorder.record` with SIGTERM and SIGINT setting its stop event."""
     import signal
 
+    from trader.notify import SystemdNotifier
     from trader.recorder import record as run_record
 
+    notify_socket, watchdog_usec = systemd_notify_env()
+    notifier = SystemdNotifier(notify_socket, watchdog_usec=watchdog_usec)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        return await run_record(settings, out, stop=stop)
+        return await run_record(settings, out, stop=stop, notifier=notifier)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)

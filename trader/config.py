@@ -329,5 +329,19 @@ def interval_is_supported(interval: str) -> bool:
 
 
 def environ_flag(name: str) -> bool:
-    """Read a boolean process flag such as `TRADER_REQUIRE_SERVICES` (the only other env read)."""
+    """Read a boolean process flag such as `TRADER_REQUIRE_SERVICES`."""
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def systemd_notify_env() -> tuple[str | None, int | None]:
+    """Read systemd's `NOTIFY_SOCKET` and `WATCHDOG_USEC` for `trader.notify.SystemdNotifier`.
+
+    Returns:
+        The notify socket address (None when unset or empty) and the watchdog timeout in
+        microseconds (None when unset, not a positive integer, or zero: watchdog disabled).
+    """
+    socket_address = os.environ.get("NOTIFY_SOCKET", "").strip() or None
+    usec_text = os.environ.get("WATCHDOG_USEC", "").strip()
+    # systemd treats an unparsable value as "no watchdog"; so do we rather than fail the start.
+    watchdog_usec = int(usec_text) if usec_text.isdigit() and int(usec_text) > 0 else None
+    return socket_address, watchdog_usec

@@ -3,7 +3,8 @@
 Owns `RotatingRecording` (size and time rotation on top of `RecordingWriter`, one complete
 JSON Lines file per rotation, gzip by default) and `record`, which runs one `BybitKlineFeed`,
 writes every received text frame through the feed's ``on_frame`` hook in the contract's
-recording format, flushes on a timer and stops cleanly on a stop event.
+recording format, flushes on a timer and stops cleanly on a stop event. It reports its life
+cycle to systemd through a `SystemdNotifier` (ready, status, watchdog, stopping).
 
 It must not parse or validate frames (the feed and replay do that), backfill gaps over REST,
 install signal handlers (the CLI does) or touch the database.
@@ -30,6 +31,7 @@ from trader.config import Settings
 from trader.errors import ConfigError, FatalError, TraderError
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import BybitKlineFeed, ConfirmedBar, FeedEvent, FeedReconnected
+from trader.notify import SystemdNotifier
 from trader.replay.recording import RecordingWriter
 from trader.replay.rejections import RejectionCounter
 
@@ -182,8 +184,10 @@ class _Recorder:
         backoff: Backoff,
         wall_ms: Callable[[], int],
         on_event: Callable[[FeedEvent], None] | None,
+        notifier: SystemdNotifier,
     ) -> None:
         feed = settings.feed
+        self._notifier = notifier
         self._recording = recording
         self._flush_interval_s = settings.recorder.flush_interval_s
         self._on_event = on_event
@@ -213,6 +217,7 @@ class _Recorder:
                     group.create_task(self._feed_loop(), name="recorder.feed"),
                     group.create_task(self._flush_loop(), name="recorder.flush"),
                     group.create_task(self._stop_loop(stop), name="recorder.stop"),
+                    group.create_task(self._notifier.watchdog_loop(), name="recorder.watchdog"),
                 ]
                 await self._done.wait()
                 # The feed task leaves the feed (even mid-connect) when cancelled, so no frame
@@ -245,6 +250,8 @@ class _Recorder:
         try:
             async with self._feed:
                 self._log.info("recording_started")
+                # Every topic is subscribed here: the moment a Type=notify unit is up.
+                self._notifier.ready()
                 async for event in self._feed:
                     self._count(event)
             self._done.set()
@@ -272,6 +279,10 @@ class _Recorder:
                 # A periodic timer, not a synchronisation wait.
                 await asyncio.sleep(self._flush_interval_s)
                 self._recording.flush()
+                self._notifier.status(
+                    f"recording: {self._recording.frames_written} frames, "
+                    f"{self.confirmed_bars} confirmed bars, {self._feed.reconnects} reconnects"
+                )
         except OSError as exc:
             self._log.exception("recording_failed", task="recorder.flush")
             self._fail(FatalError(f"cannot flush the recording: {exc}"), exc)
@@ -279,6 +290,7 @@ class _Recorder:
     async def _stop_loop(self, stop: asyncio.Event) -> None:
         await stop.wait()
         self._log.info("recording_stopping")
+        self._notifier.stopping()
         self._done.set()
 
     def _fail(self, error: TraderError, cause: BaseException) -> None:
@@ -297,6 +309,7 @@ async def record(
     backoff: Backoff | None = None,
     wall_ms: Callable[[], int] = _wall_ms,
     on_event: Callable[[FeedEvent], None] | None = None,
+    notifier: SystemdNotifier | None = None,
 ) -> RecordSummary:
     """Record Bybit's kline stream for ``settings.feed`` into ``out_dir`` until ``stop`` is set.
 
@@ -312,6 +325,7 @@ async def record(
         wall_ms: Epoch milliseconds for ``recv_ts`` and time rotation.
         on_event: Called with each feed event after it was counted (an observer for tests
             and progress displays).
+        notifier: Where READY, STATUS (each flush), WATCHDOG and STOPPING go (default: none).
 
     Returns:
         The files written and the counts.
@@ -337,5 +351,6 @@ async def record(
         backoff=backoff if backoff is not None else Backoff(rng=random.Random()),
         wall_ms=wall_ms,
         on_event=on_event,
+        notifier=notifier if notifier is not None else SystemdNotifier(None),
     )
     return await recorder.run(stop)
