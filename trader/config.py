@@ -73,6 +73,9 @@ class FeedSettings(_Section):
     interval: Interval = "5"
     ping_interval_s: Annotated[float, Field(gt=0.0, le=600.0)] = 20.0
     ping_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 10.0
+    # Bybit pushes every 1-60 s, so a topic silent past this forces a reconnect.
+    staleness_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = 90.0
+    event_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ replay and live run the very same pipeline. It must not start tasks or open conn
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,13 +18,16 @@ from strategies.base import Strategy
 from strategies.hicra import HicraWeights
 from strategies.registry import build_strategy
 from trader.broker.paper import PaperBroker
-from trader.config import DatabaseSettings, Settings
+from trader.config import DatabaseSettings, FeedSettings, Settings
 from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
 from trader.features.buffer import FeatureBook
+from trader.feeds.backoff import Backoff
+from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.instruments import InstrumentBook
 from trader.persistence.database import is_file_sqlite
 from trader.persistence.writer import BatchWriter
 from trader.portfolio import Portfolio
+from trader.replay.rejections import RejectionCounter
 from trader.rewards import RewardTracker
 
 #: GIL switch interval (s) while a SQLite writer thread shares the process with the engine.
@@ -47,6 +51,36 @@ def build_writer(db: AsyncEngine, section: DatabaseSettings) -> BatchWriter:
         retry_attempts=section.write_retry_attempts,
         retry_backoff_s=section.write_retry_backoff_s,
         enqueue_timeout_s=section.enqueue_timeout_s,
+    )
+
+
+def build_feed(
+    section: FeedSettings,
+    *,
+    backoff: Backoff,
+    wall_ms: Callable[[], int],
+    on_frame: Callable[[int, str], None] | None = None,
+) -> BybitKlineFeed:
+    """The Bybit kline feed for the `[feed]` section (its rejections counted on the feed).
+
+    Args:
+        section: the `[feed]` settings.
+        backoff: reconnect delays.
+        wall_ms: epoch milliseconds for each frame's `recv_ts`.
+        on_frame: called with every received text frame (the recorder).
+    """
+    return BybitKlineFeed(
+        ws_url=section.ws_url,
+        symbols=section.symbols,
+        interval=section.interval,
+        ping_interval_s=section.ping_interval_s,
+        ping_timeout_s=section.ping_timeout_s,
+        staleness_s=section.staleness_s,
+        backoff=backoff,
+        rejections=RejectionCounter(),
+        queue_maxsize=section.event_queue_size,
+        on_frame=on_frame,
+        wall_ms=wall_ms,
     )
 
 

@@ -30,16 +30,11 @@ import structlog
 from trader.config import Settings
 from trader.errors import ConfigError, FatalError, TraderError
 from trader.feeds.backoff import Backoff
-from trader.feeds.bybit_ws import BybitKlineFeed, ConfirmedBar, FeedEvent, FeedReconnected
+from trader.feeds.bybit_ws import ConfirmedBar, FeedEvent, FeedReconnected
 from trader.notify import SystemdNotifier
+from trader.pipeline import build_feed
 from trader.replay.recording import RecordingWriter
-from trader.replay.rejections import RejectionCounter
 
-# Bybit pushes a kline topic about once a second while trades happen; a minute of silence means
-# the stream is dead even on a quiet symbol (the feed asks for more than 60 s).
-_STALENESS_S: Final = 90.0
-# The consumer only counts events, so the queue never fills in practice; bounded all the same.
-_EVENT_QUEUE_MAXSIZE: Final = 1_024
 _MS_PER_S: Final = 1_000
 
 
@@ -186,23 +181,12 @@ class _Recorder:
         on_event: Callable[[FeedEvent], None] | None,
         notifier: SystemdNotifier,
     ) -> None:
-        feed = settings.feed
         self._notifier = notifier
         self._recording = recording
         self._flush_interval_s = settings.recorder.flush_interval_s
         self._on_event = on_event
-        self._feed = BybitKlineFeed(
-            ws_url=feed.ws_url,
-            symbols=feed.symbols,
-            interval=feed.interval,
-            ping_interval_s=feed.ping_interval_s,
-            ping_timeout_s=feed.ping_timeout_s,
-            staleness_s=_STALENESS_S,
-            backoff=backoff,
-            rejections=RejectionCounter(),
-            queue_maxsize=_EVENT_QUEUE_MAXSIZE,
-            on_frame=self._on_frame,
-            wall_ms=wall_ms,
+        self._feed = build_feed(
+            settings.feed, backoff=backoff, on_frame=self._on_frame, wall_ms=wall_ms
         )
         self._done = asyncio.Event()
         self._failure: TraderError | None = None
