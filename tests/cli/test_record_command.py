@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import orjson
 from tests.support.candles import load_candles
 from tests.support.eventually import eventually
 from tests.support.fake_bybit import FakeBybit
+from tests.support.record_process import clean_env, start_record
 from trader.domain import Bar
 from trader.replay.sources import open_source
 
@@ -23,17 +23,8 @@ _BTC = load_candles(_FIXTURES / "BTCUSDT_5m.csv.gz", "BTCUSDT", "5")[:30]
 _ETH = load_candles(_FIXTURES / "ETHUSDT_5m.csv.gz", "ETHUSDT", "5")[:30]
 _HISTORY = 10  # bars already closed when the fake starts
 _BARS = 3  # bars the fake closes while the process records
-#: Environment the CLI must not inherit from the test run: our TRADER_* settings, and asyncio
-#: debug mode, whose slow-step warnings would add lines to stderr.
-_NOT_INHERITED = ("TRADER_", "PYTHONASYNCIODEBUG")
 _START_S = 30.0  # bounds a failing wait only (interpreter start-up on a loaded machine)
 _STOP_S = 10.0  # the contract: a clean exit soon after SIGTERM
-
-
-def _env(**settings: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(_NOT_INHERITED)}
-    env.update(settings)
-    return env
 
 
 def _confirms_on_disk(out: Path) -> int:
@@ -57,26 +48,8 @@ async def test_recording_replays_to_the_bars_when_the_process_is_stopped_by_sigt
 ) -> None:
     """`python -m trader record` records the fake's bars and exits 0 soon after SIGTERM."""
     out = tmp_path / "rec"
-    (tmp_path / "trader.toml").touch()  # wins the config search over /etc/trader/trader.toml
     async with FakeBybit(_BTC + _ETH, start_ms=_BTC[_HISTORY].start_ms) as fake:
-        env = _env(
-            TRADER_FEED__WS_URL=fake.ws_url,
-            TRADER_FEED__SYMBOLS="BTCUSDT,ETHUSDT",
-            TRADER_FEED__INTERVAL="5",
-            TRADER_RECORDER__FLUSH_INTERVAL_S="0.05",
-        )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "trader",
-            "record",
-            "--out",
-            str(out),
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        process = await start_record(fake, workdir=tmp_path, out=out, symbols="BTCUSDT,ETHUSDT")
         try:
             async with asyncio.timeout(_START_S):
                 await fake.ws.wait_for_requests("subscribe", 2)  # one per topic
@@ -126,7 +99,7 @@ def test_record_exits_2_with_one_line_when_the_interval_is_unknown(tmp_path: Pat
             "7",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
