@@ -24,9 +24,10 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _pipeline import drive, sqlite_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
@@ -99,40 +100,12 @@ async def _stages(bars: list[Any], strategy: str) -> dict[str, float]:
 
 async def _loop_versus_writer(bars: list[Any], strategy: str, db_path: Path) -> dict[str, float]:
     """Loop wall/CPU per bar and the final wait for the writer, real SQLite writer."""
-    from trader.config import Settings
-    from trader.persistence.database import make_engine
-    from trader.persistence.migrate import ensure_schema
-    from trader.persistence.repository import create_run
-    from trader.pipeline import build_engine, build_writer
-
-    settings = Settings(
-        database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": strategy}
-    )
-    db = make_engine(settings.database.url)
-    await ensure_schema(db)
-    await create_run(
-        db,
-        run_id="profile",
-        mode="replay",
-        config={},
-        strategy=strategy,
-        interval="5",
-        symbols=["BTCUSDT"],
-        started_at=datetime.now(UTC),
-    )
-    async with build_writer(db, settings.database) as writer:
-        engine = build_engine(settings, run_id="profile", sink=writer)
+    async with sqlite_pipeline(db_path, strategy, "profile") as (engine, writer):
         wall, cpu = time.perf_counter(), time.thread_time()
-        for index, bar in enumerate(bars):
-            await engine.process_slice([bar])
-            if engine.should_flush():
-                await engine.flush()
-            if writer.pending_batches and index % 32 == 0:
-                await asyncio.sleep(0)  # as the replay runner does
+        await drive(engine, writer, ([bar] for bar in bars))
         loop_wall, loop_cpu = time.perf_counter() - wall, time.thread_time() - cpu
         await engine.flush(wait=True)
         total = time.perf_counter() - wall
-    await db.dispose()
     n = len(bars)
     return {
         "bars/s": n / total,

@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _pipeline import drive, sqlite_pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
 MODES = ("features", "noop", "ema_cross", "file_features", "file_noop", "file_ema_cross", "replay")
@@ -67,42 +69,11 @@ def _features_run(slices: Iterator[list]) -> float:
 
 
 async def _pipeline_run(slices: Iterator[list], strategy: str, db_path: Path) -> float:
-    from trader.config import Settings
-    from trader.persistence.database import make_engine
-    from trader.persistence.migrate import ensure_schema
-    from trader.persistence.repository import create_run
-    from trader.pipeline import build_engine, build_writer
-
-    settings = Settings(
-        database={"url": f"sqlite+aiosqlite:///{db_path}"}, strategy={"name": strategy}
-    )
-    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-    await ensure_schema(db)
-    from datetime import UTC, datetime
-
-    await create_run(
-        db,
-        run_id="bench",
-        mode="replay",
-        config={"settings": settings.redacted()},
-        strategy=strategy,
-        interval="5",
-        symbols=["BTCUSDT"],
-        started_at=datetime.now(UTC),
-    )
-    async with build_writer(db, settings.database) as writer:
-        engine = build_engine(settings, run_id="bench", sink=writer)
+    async with sqlite_pipeline(db_path, strategy, "bench") as (engine, writer):
         started = time.perf_counter()
-        for index, bars in enumerate(slices):
-            await engine.process_slice(bars)
-            if engine.should_flush():
-                await engine.flush()
-            if writer.pending_batches and index % 32 == 0:
-                await asyncio.sleep(0)  # as the replay runner does: give the writer a turn
+        await drive(engine, writer, slices)
         await engine.flush(wait=True)
-        elapsed = time.perf_counter() - started
-    await db.dispose()
-    return elapsed
+        return time.perf_counter() - started
 
 
 def _replay_run(data: Path, db_path: Path) -> float:
