@@ -34,7 +34,6 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from trader.domain import INTERVAL_MS
 from trader.errors import ConfigError
 
 DEFAULT_CONFIG_PATHS = (Path("trader.toml"), Path("/etc/trader/trader.toml"))
@@ -324,11 +323,6 @@ def _describe(exc: ValidationError, file: Path | None, *, from_options: bool) ->
     if from_options:
         sources.append("command-line options")
     return f"invalid configuration (from {', '.join(sources)}): " + "; ".join(parts)
-
-
-def interval_is_supported(interval: str) -> bool:
-    """True when the interval code is one the contract accepts."""
-    return interval in INTERVAL_MS
 
 
 def environ_flag(name: str) -> bool:

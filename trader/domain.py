@@ -128,6 +128,9 @@ class Decision:
 
     `size` is the fraction in [0, 1] of the largest position risk allows for the symbol.
     `stop_loss` and `take_profit` are absolute price levels, or None to let risk choose.
+    `latency_us` is the strategy's own compute time for the decision (0 when it does not
+    measure it); the `decisions.latency_us` column is the engine's measurement from bar
+    received to decision made, which includes it.
     """
 
     symbol: str
