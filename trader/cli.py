@@ -23,6 +23,7 @@ from trader.errors import ConfigError, TraderError
 from trader.logs import configure_logging
 
 if TYPE_CHECKING:
+    from trader.notify import SystemdNotifier
     from trader.recorder import RecordSummary
 
 app = typer.Typer(
@@ -187,10 +188,20 @@ def record(
 
 async def _record_until_signalled(settings: Settings, out: Path) -> RecordSummary:
     """Run `trader.recorder.record` with SIGTERM and SIGINT setting its stop event."""
+    from trader.recorder import record as run_record
+
+    return await _until_signalled(
+        lambda stop, notifier: run_record(settings, out, stop=stop, notifier=notifier)
+    )
+
+
+async def _until_signalled(
+    work: Callable[[asyncio.Event, SystemdNotifier], Coroutine[Any, Any, T]],
+) -> T:
+    """Run a long-lived command with SIGTERM/SIGINT setting its stop event and systemd told."""
     import signal
 
     from trader.notify import SystemdNotifier
-    from trader.recorder import record as run_record
 
     notify_socket, watchdog_usec = systemd_notify_env()
     notifier = SystemdNotifier(notify_socket, watchdog_usec=watchdog_usec)
@@ -200,10 +211,50 @@ async def _record_until_signalled(settings: Settings, out: Path) -> RecordSummar
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        return await run_record(settings, out, stop=stop, notifier=notifier)
+        return await work(stop, notifier)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+@app.command()
+def run(
+    symbols: Annotated[
+        str | None, typer.Option(help="Override feed.symbols, e.g. BTCUSDT,ETHUSDT.")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Override feed.interval (Bybit code, e.g. 5).")
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option("--record", help="Also record frames and REST bars here (replayable)."),
+    ] = None,
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="Start a new paper account instead of continuing.")
+    ] = False,
+    live: Annotated[
+        bool, typer.Option("--live", help="Trade with real money (not available in this build).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """The paper-trading daemon: Bybit klines -> strategy -> risk -> paper broker, until SIGTERM."""
+    from trader.daemon import DaemonOptions, run_daemon
+
+    feed = {key: value for key, value in (("symbols", symbols), ("interval", interval)) if value}
+    settings = _settings(config, feed=feed)
+    if live or settings.broker.mode == "live":
+        _fail("live trading is not available in this build; run without --live (paper)", 2)
+    options = DaemonOptions(record_dir=record, new_run=new_run)
+    summary = _run(
+        lambda: _until_signalled(
+            lambda stop, notifier: run_daemon(settings, options, stop=stop, notifier=notifier)
+        )
+    )
+    counters = summary.counters
+    typer.echo(
+        f"run {summary.run_id} stopped: {counters.slices} slices ({counters.ws_bars} bars from "
+        f"the stream, {counters.rest_bars} over REST), {summary.reconnects} reconnects"
+    )
 
 
 @app.command()

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,6 +76,15 @@ class FeedSettings(_Section):
     # Bybit pushes every 1-60 s, so a topic silent past this forces a reconnect.
     staleness_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = 90.0
     event_queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
+    # `trader run`: a confirm missing this long after its bar's close (exchange time) is
+    # fetched over REST instead.
+    confirm_grace_s: Annotated[float, Field(ge=0.0, le=3_600.0)] = 5.0
+    # `trader run`: connecting and subscribing at start-up must finish within this.
+    startup_timeout_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = 60.0
+    # REST calls (backfill) tried this often before the daemon gives up and exits non-zero.
+    rest_max_attempts: Annotated[int, Field(ge=1, le=1_000)] = 8
+    # After an HTTP 403 (Bybit's IP ban) all REST waits this long; Bybit asks for 10 minutes.
+    rest_forbidden_pause_s: Annotated[float, Field(ge=0.0, le=86_400.0)] = 600.0
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -128,6 +138,9 @@ class RiskSettings(_Section):
     max_orders_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 60
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     stale_feed_bars: Annotated[int, Field(ge=1, le=1_000)] = 3
+    # A bar that reached us (by exchange time) this long after its close is processed, so
+    # features and model state stay continuous, but gets HOLD instead of an order.
+    max_bar_age_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 30.0
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> RiskSettings:
@@ -139,13 +152,28 @@ class RiskSettings(_Section):
         return self
 
 
+#: EMA periods the feature buffer tracks, for `ema_cross`.
+_EMA_FAST = (8, 21, 50)
+_EMA_SLOW = (21, 50, 200)
+
+
 class StrategySettings(_Section):
     """Which strategy decides, and its seed."""
 
     name: StrategyName = "ema_cross"
     seed: int = 7
-    ema_fast: Literal[8, 21, 50] = 21
-    ema_slow: Literal[21, 50, 200] = 50
+    # Plain ints checked below, not Literal[8, 21, 50]: a Literal of ints refuses the string
+    # "8" that an environment variable gives.
+    ema_fast: int = 21
+    ema_slow: int = 50
+
+    @field_validator("ema_fast", "ema_slow")
+    @classmethod
+    def _tracked_period(cls, value: int, info: ValidationInfo) -> int:
+        allowed = _EMA_FAST if info.field_name == "ema_fast" else _EMA_SLOW
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+        return value
 
     @model_validator(mode="after")
     def _slow_after_fast(self) -> StrategySettings:

@@ -12,7 +12,7 @@ exchange's decimal strings (features and tensors are float anyway).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
@@ -110,6 +110,11 @@ class Bar:
     volume: float
     turnover: float
     source: BarSource = BarSource.REPLAY
+    #: Exchange time (epoch ms) when this copy of the bar became known: the push `ts` for a
+    #: websocket confirm, `/v5/market/time` for a REST backfill, None for candle files. It
+    #: decides whether the bar is too stale to trade on, and it is not part of the candle's
+    #: identity, so two copies with different arrival times still compare equal.
+    known_ms: int | None = field(default=None, compare=False)
 
     @property
     def end_ms(self) -> int:

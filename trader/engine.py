@@ -19,6 +19,7 @@ would.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from risk.base import RiskPolicy
 from risk.gate import OrderIntent, SymbolLimits
 from strategies.base import AccountState, Strategy, SymbolContext
 from trader.broker.base import ExecutionClient
-from trader.domain import Action, Bar, Decision, Fill, FillReason, Order, Side
+from trader.domain import Action, Bar, Decision, DecisionType, Fill, FillReason, Order, Side
 from trader.features.buffer import FeatureBook, FeatureBuffer
 from trader.instruments import InstrumentBook
 from trader.order_ids import client_order_id
@@ -116,9 +117,12 @@ class Engine:
         sink: BatchSink,
         publisher: EventPublisher | None = None,
         flush_policy: FlushPolicy | None = None,
+        max_bar_age_ms: int | None = None,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self.run_id = run_id
+        # A bar known (exchange time) this long after its close is processed but never traded.
+        self._max_bar_age_ms = max_bar_age_ms
         self._strategy = strategy
         self._risk = risk
         self._broker = broker
@@ -344,9 +348,34 @@ class Engine:
                 decision = Decision.hold(
                     bar.symbol, bar.start_ms, model_version=self._strategy.model_version
                 )
+            elif decision.action is not Action.HOLD and self._is_stale(bar):
+                decision = self._hold_stale(bar, decision, close_ms)
             decision_id = self._record_decision(bar, decision, pnl, account.equity, latency_us)
             if decision.action is not Action.HOLD:
                 await self._review(bar, decision, decision_id, close_ms)
+
+    def _is_stale(self, bar: Bar) -> bool:
+        """Whether the bar reached us too long after its close (by exchange time) to trade on."""
+        limit_ms = self._max_bar_age_ms
+        return (
+            limit_ms is not None
+            and bar.known_ms is not None
+            and (bar.known_ms - bar.close_ms > limit_ms)
+        )
+
+    def _hold_stale(self, bar: Bar, decision: Decision, close_ms: int) -> Decision:
+        """The strategy ran (its carry stays continuous) but a stale bar never opens an order."""
+        assert bar.known_ms is not None
+        self._record_risk_event(
+            close_ms,
+            "stale_bar",
+            bar.symbol,
+            f"{decision.action.value} held: bar known {bar.known_ms - bar.close_ms} ms after "
+            f"its close (limit {self._max_bar_age_ms} ms)",
+        )
+        return dataclasses.replace(
+            decision, action=Action.HOLD, size=0.0, decision_type=DecisionType.PROCEDURAL
+        )
 
     def _account(self, bar: Bar, account: _AccountMark) -> AccountState:
         held = self._held.get(bar.symbol)

@@ -139,4 +139,5 @@ def build_engine(
             max_rows=settings.database.flush_max_rows,
             interval_ms=settings.database.flush_interval_ms,
         ),
+        max_bar_age_ms=round(settings.risk.max_bar_age_s * 1_000),
     )

@@ -28,6 +28,7 @@ from typing import Final
 import structlog
 
 from trader.config import Settings
+from trader.domain import Bar
 from trader.errors import ConfigError, FatalError, TraderError
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import ConfirmedBar, FeedEvent, FeedReconnected
@@ -36,6 +37,8 @@ from trader.pipeline import build_feed
 from trader.replay.recording import RecordingWriter
 
 _MS_PER_S: Final = 1_000
+#: What one REST bar line counts toward `rotate_max_bytes` (about its JSON size).
+_REST_LINE_BYTES: Final = 200
 
 
 def _wall_ms() -> int:
@@ -109,6 +112,22 @@ class RotatingRecording:
         Raises:
             OSError: The file could not be created or written.
         """
+        writer = self._writer_for(recv_ms)
+        writer.write_frame(recv_ms, text)
+        self._wrote(writer, len(text.encode() if isinstance(text, str) else text))
+        self._frames += 1
+
+    def write_rest_bar(self, recv_ms: int, bar: Bar) -> None:
+        """Append one bar received over REST (`trader run --record`), rotating like frames.
+
+        Raises:
+            OSError: The file could not be created or written.
+        """
+        writer = self._writer_for(recv_ms)
+        writer.write_rest_bar(recv_ms, bar)
+        self._wrote(writer, _REST_LINE_BYTES)
+
+    def _writer_for(self, recv_ms: int) -> RecordingWriter:
         if self._writer is not None and self._due(recv_ms):
             self._close_current()
         if self._writer is None:
@@ -116,12 +135,13 @@ class RotatingRecording:
                 self._out_dir, compress=self._compress, prefix=self._prefix
             )
             self._first_ms, self._bytes_in_file = recv_ms, 0
-        self._writer.write_frame(recv_ms, text)
-        if self._writer.lines_written == 1 and self._writer.path is not None:
-            self._files.append(self._writer.path)
-            self._log.info("recording_file_opened", path=str(self._writer.path))
-        self._bytes_in_file += len(text.encode() if isinstance(text, str) else text)
-        self._frames += 1
+        return self._writer
+
+    def _wrote(self, writer: RecordingWriter, size_bytes: int) -> None:
+        if writer.lines_written == 1 and writer.path is not None:
+            self._files.append(writer.path)
+            self._log.info("recording_file_opened", path=str(writer.path))
+        self._bytes_in_file += size_bytes
 
     def flush(self) -> None:
         """Hand buffered lines to the OS; the open gzip file is readable up to here."""

@@ -135,7 +135,9 @@ def test_rest_bars_yielded_with_rest_source_when_recording_holds_backfill(tmp_pa
 
 
 def test_repeats_rejected_when_confirm_or_rest_bar_arrives_twice(tmp_path: Path) -> None:
-    """An identical repeat is a duplicate; a repeat with other values is a duplicate_conflict."""
+    """An identical repeat is a duplicate, a repeat with other values a duplicate_conflict; a
+    REST line beats an earlier websocket copy (the daemon records REST bars only when it used
+    them), and the bar comes out once the recording ends."""
     path = _recording(
         tmp_path / "r.jsonl",
         [
@@ -148,11 +150,11 @@ def test_repeats_rejected_when_confirm_or_rest_bar_arrives_twice(tmp_path: Path)
     )
 
     assert _summary(list(open_source(path))) == [
-        _bar(T0, BarSource.WS),
         ("duplicate", 2),
         ("duplicate", 3),
         ("duplicate_conflict", 4),
         ("duplicate_conflict", 5),
+        _bar(T0, BarSource.REST),
     ]
 
 
@@ -185,13 +187,14 @@ def test_rejections_carry_reason_and_line_when_frames_are_bad(tmp_path: Path) ->
         ("bad_end", 7),
         ("high_below_low", 8),
         ("interval_mismatch", 9),
-        _bar(T0 + FIVE_MIN_MS, BarSource.WS),
         ("out_of_order", 11),
+        _bar(T0 + FIVE_MIN_MS, BarSource.WS),
     ]
 
 
 def test_topics_filtered_independently_when_recording_holds_two_symbols(tmp_path: Path) -> None:
-    """Each topic has its own filter; a symbol argument keeps only that symbol's bars."""
+    """Each topic has its own filter, bars come out in start order across topics, and a symbol
+    argument keeps only that symbol's bars."""
     path = _recording(
         tmp_path / "r.jsonl",
         [
@@ -205,11 +208,11 @@ def test_topics_filtered_independently_when_recording_holds_two_symbols(tmp_path
     eth_only = list(open_source(path, symbol="ethusdt", interval="5m"))
 
     assert both == [
-        _bar(T0 + FIVE_MIN_MS, BarSource.WS),
         _bar(T0, BarSource.WS, symbol="ETHUSDT"),
+        _bar(T0 + FIVE_MIN_MS, BarSource.WS),
         _bar(T0 + FIVE_MIN_MS, BarSource.WS, symbol="ETHUSDT"),
     ]
-    assert eth_only == both[1:]
+    assert eth_only == [both[0], both[2]]
 
 
 def test_candle_bars_yielded_when_source_is_a_candle_file() -> None:

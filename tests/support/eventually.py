@@ -23,3 +23,17 @@ def eventually(probe: Callable[[], T | None], *, timeout_s: float = 30.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what or probe}")
         time.sleep(0.02)
+
+
+async def until(probe: Callable[[], T | None], *, timeout_s: float = 30.0, what: str = "") -> T:
+    """`eventually` for async tests: poll without blocking the loop the daemon runs on."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    # Polling on purpose: the condition lives in a database another task or process writes,
+    # which has no event to await.
+    while not (result := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or probe}")
+        await asyncio.sleep(0.02)
+    return result

@@ -8,6 +8,7 @@ accounting of every dropped frame or item in the `RejectionCounter` (logged as
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Final
 
@@ -73,7 +74,7 @@ class KlineIntake:
                 self.reject(exc, symbol=push.symbol)
                 continue
             if bar is not None:
-                bars.append(bar)
+                bars.append(dataclasses.replace(bar, known_ms=push.ts_ms))
             elif bar_filter.duplicates > duplicates:
                 detail = f"repeat of confirmed start={item.start_ms}"
                 self.reject(DataError("duplicate", detail, symbol=push.symbol))

@@ -58,10 +58,12 @@ class FeedState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ConfirmedBar:
-    """A new confirmed bar and the wall time (epoch ms) its frame was received."""
+    """A new confirmed bar, the wall time (epoch ms) its frame was received and the
+    `time.perf_counter_ns()` of that moment (latency measurements start there)."""
 
     bar: Bar
     recv_ms: int
+    recv_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +362,7 @@ class BybitKlineFeed:
     async def _receive_one(self, ws: ClientConnection) -> None:
         """Read, record and dispatch one frame; bad frames are counted and dropped."""
         message = await ws.recv()
+        recv_ns = time.perf_counter_ns()
         recv_ms = self._wall_ms()
         text = message if isinstance(message, str) else message.decode("utf-8", "replace")
         if self._on_frame is not None:
@@ -370,7 +373,7 @@ class BybitKlineFeed:
             self._intake.reject(exc)
             return
         if isinstance(frame, KlinePush):
-            await self._on_push(frame, recv_ms)
+            await self._on_push(frame, recv_ms, recv_ns)
         elif isinstance(frame, Pong):
             self._heartbeat.on_pong(frame, self._clock())
         else:
@@ -382,12 +385,12 @@ class BybitKlineFeed:
         log = self._log.warning if not ack.success else self._log.debug
         log("feed_ack_received", op=ack.op, req_id=ack.req_id, ret_msg=ack.ret_msg, outcome=outcome)
 
-    async def _on_push(self, push: KlinePush, recv_ms: int) -> None:
+    async def _on_push(self, push: KlinePush, recv_ms: int, recv_ns: int) -> None:
         """Run one push through the intake and deliver its new confirmed bars."""
         if push.topic in self._book.topics:
             self._staleness.seen(push.topic, self._clock())
         for bar in self._intake.on_push(push):
-            await self._deliver(ConfirmedBar(bar=bar, recv_ms=recv_ms))
+            await self._deliver(ConfirmedBar(bar=bar, recv_ms=recv_ms, recv_ns=recv_ns))
 
     async def _deliver(self, event: FeedEvent) -> None:
         """Queue one event; when the queue is full, wait (never drop) with watchdogs paused."""

@@ -212,9 +212,11 @@ async def end_run(
         await conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
-async def latest_run_id(bind: Bind) -> str | None:
-    """The id of the most recently started run, or None when there is none."""
+async def latest_run_id(bind: Bind, *, mode: str | None = None) -> str | None:
+    """The id of the most recently started run (of `mode`, when given), or None."""
     stmt = select(Run.id).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
+    if mode is not None:
+        stmt = stmt.where(Run.mode == mode)
     async with _connect(bind) as conn:
         return (await conn.execute(stmt)).scalar_one_or_none()
 
@@ -367,3 +369,24 @@ async def last_bar_starts(bind: Bind, run_id: str) -> dict[str, int]:
     )
     async with _connect(bind) as conn:
         return {symbol: start for symbol, start in await conn.execute(stmt)}
+
+
+async def fetch_run_bars(bind: Bind, run_id: str, interval: str, through_ms: int) -> list[Bar]:
+    """The stored bars a run processed (those with its decisions), start <= `through_ms`.
+
+    Ordered by start, then symbol: the slices in the order the engine saw them, which is what
+    a restarted daemon re-feeds to its features.
+    """
+    b, d = BarRow, DecisionRow
+    stmt = (
+        select(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.turnover, b.source)
+        .join(d, (d.symbol == b.symbol) & (d.bar_start_ms == b.start_ms))
+        .where(d.run_id == run_id, b.interval == interval, b.start_ms <= through_ms)
+        .order_by(b.start_ms, b.symbol)
+    )
+    async with _connect(bind) as conn:
+        rows = await conn.execute(stmt)
+        return [
+            Bar(symbol, interval, start, o, h, low, c, v, t, BarSource(source))
+            for symbol, start, o, h, low, c, v, t, source in rows
+        ]

@@ -2,7 +2,9 @@
 
 A recording is JSON Lines, optionally gzip-compressed, one line per received websocket text
 frame, ``{"recv_ts": <ms>, "frame": <parsed JSON, or the raw string when not JSON>}``, plus
-REST-backfilled bars as ``{"recv_ts": <ms>, "source": "rest", "bar": {...}}``.
+REST-backfilled bars as ``{"recv_ts": <ms>, "source": "rest", "ts": <exchange ms>, "bar": {...}}``
+(``ts``, the exchange time of the fetch, is optional; it decides whether the bar was too stale
+to trade on, exactly as it did live).
 
 Owns the line-level structure only: `iter_recording` turns lines into `FrameLine` /
 `RestBarLine` values (or ``unparseable_line`` rejections, never an exception) and
@@ -64,6 +66,7 @@ class RestBarLine:
     volume: float
     turnover: float
     line: int
+    known_ms: int | None = None
 
 
 RecordingLine = FrameLine | RestBarLine
@@ -133,11 +136,16 @@ def _parse_line(raw: bytes, number: int) -> RecordingLine:
             frame = orjson.dumps(frame).decode()
         return FrameLine(recv_ms, frame, number)
     if obj.get("source") == "rest" and isinstance(obj.get("bar"), dict):
-        return _parse_rest_bar(recv_ms, obj["bar"], number)
+        known_ms = obj.get("ts")
+        if known_ms is not None and type(known_ms) is not int:
+            raise _LineError(f"REST bar ts {known_ms!r} is not an integer")
+        return _parse_rest_bar(recv_ms, obj["bar"], number, known_ms)
     raise _LineError("neither a frame nor a REST bar line")
 
 
-def _parse_rest_bar(recv_ms: int, bar: dict[str, Any], number: int) -> RestBarLine:
+def _parse_rest_bar(
+    recv_ms: int, bar: dict[str, Any], number: int, known_ms: int | None
+) -> RestBarLine:
     symbol, interval, start = bar.get("symbol"), bar.get("interval"), bar.get("start")
     if not isinstance(symbol, str) or not isinstance(interval, str):
         raise _LineError(f"REST bar symbol/interval {symbol!r}/{interval!r} are not strings")
@@ -157,7 +165,18 @@ def _parse_rest_bar(recv_ms: int, bar: dict[str, Any], number: int) -> RestBarLi
             raise _LineError(f"REST bar {field} {value!r} is not a decimal") from exc
     open_, high, low, close, volume, turnover = values
     return RestBarLine(
-        recv_ms, symbol, interval, start, open_, high, low, close, volume, turnover, number
+        recv_ms,
+        symbol,
+        interval,
+        start,
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        turnover,
+        number,
+        known_ms,
     )
 
 
@@ -222,7 +241,7 @@ class RecordingWriter:
         self.write_line({"recv_ts": recv_ms, "frame": frame})
 
     def write_rest_bar(self, recv_ms: int, bar: Bar) -> None:
-        """Record a bar received over REST (backfill or warm-up)."""
+        """Record a bar received over REST (backfill or warm-up), with its `known_ms` as ``ts``."""
         record: dict[str, Any] = {
             "symbol": bar.symbol,
             "interval": bar.interval,
@@ -230,7 +249,11 @@ class RecordingWriter:
         }
         for field in _PRICE_FIELDS:
             record[field] = format_decimal(getattr(bar, field))
-        self.write_line({"recv_ts": recv_ms, "source": "rest", "bar": record})
+        line: dict[str, Any] = {"recv_ts": recv_ms, "source": "rest"}
+        if bar.known_ms is not None:
+            line["ts"] = bar.known_ms
+        line["bar"] = record
+        self.write_line(line)
 
     def write_line(self, line: Mapping[str, Any]) -> None:
         """Append one already-shaped recording line.

@@ -1,10 +1,12 @@
 """Replay inputs as one kind of stream: validated bars and rejections, in file order.
 
 Owns the dispatch from a path to its reader and, for recordings, the same edge pipeline the
-live feed runs: `parse_frame` -> `ConfirmedBarFilter` (which validates) per topic, with REST
-lines going through the topic's filter too, so a replayed session sees each confirmed bar
-exactly once and in the order live did. Bars from frames are labelled ``ws``, REST lines
-``rest`` and candle rows ``replay``.
+live daemon runs: `parse_frame` -> `ConfirmedBarFilter` (which validates) per topic for frames,
+`validate_bar` for REST lines, then the `ReorderBuffer`, which puts gap fills back in start
+order and resolves websocket/REST copies as the daemon did, so a replayed session sees each
+confirmed bar exactly once and in the order live processed it. Bars from frames are labelled
+``ws`` and carry the push ``ts`` as `Bar.known_ms`, REST lines ``rest`` with their ``ts``, and
+candle rows ``replay``.
 
 Acks and pongs are protocol traffic, not input, and are skipped without a rejection;
 unconfirmed pushes only move the filter's last price. It must not merge sources or filter by
@@ -13,6 +15,7 @@ time (`trader.replay.merge` does both), and it never raises for bad content.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from trader.feeds.validation import validate_bar
 from trader.replay.candles import iter_candles, parse_interval
 from trader.replay.recording import FrameLine, RestBarLine, iter_recording
 from trader.replay.rejections import Rejection
+from trader.replay.reorder import ReorderBuffer
 
 _RECORDING_SUFFIXES = (".jsonl", ".jsonl.gz")
 _CANDLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -74,6 +78,7 @@ class _RecordingReplay:
         self._symbol = symbol
         self._interval = interval
         self._filters: dict[tuple[str, str], ConfirmedBarFilter] = {}
+        self._reorder = ReorderBuffer(source)
 
     def frame(self, line: FrameLine) -> Iterator[Bar | Rejection]:
         """Bars and rejections from one recorded websocket frame."""
@@ -95,7 +100,9 @@ class _RecordingReplay:
                 )
                 continue
             if bar is not None:
-                yield bar
+                yield from self._reorder.add(
+                    dataclasses.replace(bar, known_ms=frame.ts_ms), line.line
+                )
             elif bar_filter.duplicates != duplicates:
                 yield self._duplicate(frame.symbol, item.start_ms, line.line)
 
@@ -103,31 +110,29 @@ class _RecordingReplay:
         """The bar (or rejection) from one recorded REST bar line."""
         if not self._wanted(line.symbol, line.interval):
             return
-        bar_filter = self._filter(line.symbol, line.interval)
-        duplicates = bar_filter.duplicates
         try:
-            bar = bar_filter.accept_bar(
-                validate_bar(
-                    line.symbol,
-                    line.interval,
-                    line.start_ms,
-                    line.open,
-                    line.high,
-                    line.low,
-                    line.close,
-                    line.volume,
-                    line.turnover,
-                    end_ms=None,
-                    source=BarSource.REST,
-                )
+            bar = validate_bar(
+                line.symbol,
+                line.interval,
+                line.start_ms,
+                line.open,
+                line.high,
+                line.low,
+                line.close,
+                line.volume,
+                line.turnover,
+                end_ms=None,
+                source=BarSource.REST,
             )
         except DataError as exc:
             yield Rejection.from_error(exc, source=self._source, line=line.line, symbol=line.symbol)
             return
-        if bar is not None:
-            yield bar
-        elif bar_filter.duplicates != duplicates:
-            yield self._duplicate(line.symbol, line.start_ms, line.line)
+        # Not through the topic's filter: a REST line may fill a gap behind newer frames.
+        yield from self._reorder.add(dataclasses.replace(bar, known_ms=line.known_ms), line.line)
+
+    def drain(self) -> Iterator[Bar]:
+        """The bars still held for reordering, at the end of the recording."""
+        return self._reorder.drain()
 
     def _wanted(self, symbol: str, interval: str) -> bool:
         return (self._symbol is None or symbol == self._symbol) and (
@@ -157,3 +162,4 @@ def _iter_recording_bars(
             yield from replay.rest_bar(line)
         else:
             yield line
+    yield from replay.drain()

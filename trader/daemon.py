@@ -1,0 +1,268 @@
+"""`trader run`: the paper-trading daemon's composition root.
+
+Owns start-up and shutdown of one daemon process, in dependency order: the database (migrated),
+the run (the same paper account continues unless `--new-run`), the writer, the engine restored
+from the run's last committed snapshot with its features re-fed from the bars it stored, the
+optional recording, the REST client, and the websocket feed; then `LiveSession` trades until the
+stop event (SIGTERM/SIGINT, set by the CLI) and everything closes in reverse order after a final
+committed flush. systemd hears READY once every topic is subscribed, STOPPING when the stop
+begins, and WATCHDOG and STATUS from the session loop.
+
+It must not hold trading logic (the engine), the live event order (the session) or argument
+parsing (the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trader.config import Settings
+from trader.domain import Bar
+from trader.engine import Engine
+from trader.errors import ConfigError
+from trader.features.buffer import warmup_bars
+from trader.feeds.backfill import RestBackfill
+from trader.feeds.backoff import Backoff
+from trader.notify import SystemdNotifier
+from trader.persistence import repository
+from trader.persistence.batch import RunStateSnapshot
+from trader.persistence.database import make_engine
+from trader.persistence.migrate import ensure_schema
+from trader.pipeline import build_engine, build_feed, build_writer
+from trader.recorder import RotatingRecording
+from trader.session import LiveSession, SessionCounters
+
+log = structlog.get_logger()
+
+#: The `runs.mode` of daemon runs (the live broker does not exist yet).
+PAPER_MODE = "paper"
+#: Settings sections a continued run must share with the one that started it: they shape the
+#: model's state and the features the snapshot was taken with.
+CONTINUITY_SECTIONS = ("strategy", "model", "features")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """What `trader run` was asked to do beyond the settings."""
+
+    record_dir: Path | None = None
+    new_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSummary:
+    """How a daemon session ended."""
+
+    run_id: str
+    resumed: bool
+    counters: SessionCounters
+    reconnects: int
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def default_run_id(now: datetime | None = None) -> str:
+    """A fresh paper run id such as `paper-20261121T150302Z`."""
+    moment = now if now is not None else datetime.now(UTC)
+    return moment.strftime("paper-%Y%m%dT%H%M%SZ")
+
+
+async def run_daemon(
+    settings: Settings,
+    options: DaemonOptions,
+    *,
+    stop: asyncio.Event,
+    notifier: SystemdNotifier | None = None,
+    backoff: Backoff | None = None,
+    rest_backoff: Backoff | None = None,
+    wall_ms: Callable[[], int] = _wall_ms,
+) -> DaemonSummary:
+    """Trade on the live feed until `stop` is set; return what the session did.
+
+    Args:
+        settings: the validated configuration.
+        options: `--record` and `--new-run`.
+        stop: set it (SIGTERM/SIGINT) to finish the slice in hand, commit and return.
+        notifier: systemd notifications (default: none).
+        backoff: websocket reconnect pacing (default: jittered 0.5 s doubling to 30 s).
+        rest_backoff: REST retry pacing (same default).
+        wall_ms: epoch milliseconds for recording timestamps.
+
+    Raises:
+        ConfigError: a bad setting, a topic Bybit rejects, or a run that cannot be continued
+            with these settings.
+        TraderError: a fatal feed, REST or database failure (the process should exit non-zero
+            so systemd restarts it).
+    """
+    notifier = notifier if notifier is not None else SystemdNotifier(None)
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    try:
+        await ensure_schema(db)
+        run_id, snapshot = await _open_run(db, settings, options)
+        async with AsyncExitStack() as stack:
+            writer = await stack.enter_async_context(build_writer(db, settings.database))
+            engine = build_engine(settings, run_id=run_id, sink=writer)
+            if snapshot is not None:
+                await _restore(db, engine, settings, snapshot)
+            recording = _open_recording(settings, options, stack)
+            rng = random.Random()
+            backfill = await stack.enter_async_context(
+                RestBackfill(
+                    rest_url=settings.feed.rest_url,
+                    interval=settings.feed.interval,
+                    backoff=rest_backoff if rest_backoff is not None else Backoff(rng=rng),
+                    max_attempts=settings.feed.rest_max_attempts,
+                    forbidden_pause_s=settings.feed.rest_forbidden_pause_s,
+                )
+            )
+            feed = build_feed(
+                settings.feed,
+                backoff=backoff if backoff is not None else Backoff(rng=rng),
+                wall_ms=wall_ms,
+                on_frame=recording.write_frame if recording is not None else None,
+            )
+            async with asyncio.timeout(settings.feed.startup_timeout_s):
+                await stack.enter_async_context(feed)
+            notifier.ready()
+            log.info("daemon_started", run_id=run_id, resumed=snapshot is not None)
+            session = LiveSession(
+                engine=engine,
+                feed=feed,
+                backfill=backfill,
+                symbols=settings.feed.symbols,
+                interval=settings.feed.interval,
+                warmup_bars=warmup_bars(
+                    strategic_window=settings.features.strategic_window,
+                    scale_window=settings.features.scale_window,
+                ),
+                grace_ms=round(settings.feed.confirm_grace_s * 1_000),
+                notifier=notifier,
+                on_rest_bar=_rest_recorder(recording, wall_ms),
+            )
+            try:
+                await session.run(stop)
+            finally:
+                notifier.stopping()
+                # Everything processed is committed with its snapshot before anything closes.
+                await engine.flush(wait=True)
+            return DaemonSummary(
+                run_id=run_id,
+                resumed=snapshot is not None,
+                counters=session.counters,
+                reconnects=feed.reconnects,
+            )
+    finally:
+        await db.dispose()
+
+
+async def _open_run(
+    db: AsyncEngine, settings: Settings, options: DaemonOptions
+) -> tuple[str, RunStateSnapshot | None]:
+    """Continue the latest paper run (checking it fits these settings) or start a new one."""
+    latest = await repository.latest_run_id(db, mode=PAPER_MODE)
+    if latest is not None and not options.new_run:
+        run = await repository.get_run(db, latest)
+        assert run is not None
+        _check_continuable(run.config, settings, latest)
+        log.info("run_continued", run_id=latest)
+        return latest, await repository.load_run_state(db, latest)
+    now = datetime.now(UTC)
+    if latest is not None:
+        await repository.end_run(db, latest, now)
+    run_id = default_run_id(now)
+    await repository.create_run(
+        db,
+        run_id=run_id,
+        mode=PAPER_MODE,
+        config={"settings": settings.redacted()},
+        strategy=settings.strategy.name,
+        interval=settings.feed.interval,
+        symbols=list(settings.feed.symbols),
+        started_at=now,
+    )
+    log.info("run_created", run_id=run_id, superseded=latest)
+    return run_id, None
+
+
+def _check_continuable(stored: dict[str, Any], settings: Settings, run_id: str) -> None:
+    wanted = settings.redacted()
+    for section in CONTINUITY_SECTIONS:
+        if stored["settings"].get(section) != wanted[section]:
+            raise ConfigError(
+                f"paper run {run_id!r} was started with different {section} settings; "
+                "restore them or start a new account with --new-run",
+                key=section,
+            )
+    stored_feed = stored["settings"]["feed"]
+    for key in ("symbols", "interval"):
+        if stored_feed.get(key) != wanted["feed"][key]:
+            raise ConfigError(
+                f"paper run {run_id!r} trades feed.{key}={stored_feed.get(key)!r}; "
+                f"restore it or start a new account with --new-run",
+                key=f"feed.{key}",
+            )
+
+
+async def _restore(
+    db: AsyncEngine, engine: Engine, settings: Settings, snapshot: RunStateSnapshot
+) -> None:
+    """Load the committed snapshot and re-feed the run's stored bars to the features."""
+    engine.load_state_dict(snapshot.state)
+    bars = await repository.fetch_run_bars(
+        db, snapshot.run_id, settings.feed.interval, snapshot.last_slice_start_ms
+    )
+    for bar in bars:
+        engine.warm((bar,))
+    log.info(
+        "run_restored",
+        run_id=snapshot.run_id,
+        last_start_ms=snapshot.last_slice_start_ms,
+        warm_bars=len(bars),
+    )
+
+
+def _open_recording(
+    settings: Settings, options: DaemonOptions, stack: AsyncExitStack
+) -> RotatingRecording | None:
+    if options.record_dir is None:
+        return None
+    try:
+        options.record_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--record {options.record_dir}: {exc.strerror or exc}", key="--record"
+        ) from exc
+    section = settings.recorder
+    recording = RotatingRecording(
+        options.record_dir,
+        rotate_max_bytes=section.rotate_max_bytes,
+        rotate_interval_s=section.rotate_interval_s,
+        compress=section.compress,
+    )
+    stack.callback(recording.close)
+    return recording
+
+
+def _rest_recorder(
+    recording: RotatingRecording | None, wall_ms: Callable[[], int]
+) -> Callable[[Bar], None] | None:
+    if recording is None:
+        return None
+
+    def write(bar: Bar) -> None:
+        recording.write_rest_bar(wall_ms(), bar)
+
+    return write

@@ -1,0 +1,238 @@
+"""The live trading loop: confirmed bars from the feed and REST into slices, slices into the engine.
+
+Owns the order of live work. Websocket confirms go into the `SliceAssembler`; whenever a gap is
+possible (start-up, every reconnect, a confirm overdue by exchange time, a symbol's later bar
+arriving first) the missing bars are fetched over REST, inserted before any later bar, and the
+released slices run through the engine one at a time. REST bars the session uses are stamped
+with the exchange time of the fetch (`Bar.known_ms`, so the engine holds stale ones) and go to
+the recording, so that replaying the recording reproduces the session. Live slices are flushed
+and committed before the next event is taken; catch-up batches flush by the engine's policy.
+
+It also pings the systemd watchdog from this loop (a hung loop stops the pings) and keeps the
+STATUS line current. It must not build components (`trader.daemon` does), parse frames or
+validate bars (the feed does), or hold trading logic (the engine does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import structlog
+
+from trader.domain import Bar, interval_ms
+from trader.engine import Engine
+from trader.feeds.backfill import RestBackfill
+from trader.feeds.bybit_ws import BybitKlineFeed, ConfirmedBar, FeedReconnected
+from trader.feeds.slices import SliceAssembler
+from trader.notify import SystemdNotifier
+
+log = structlog.get_logger()
+
+#: The loop wakes at least this often without events (stop flag, overdue confirms, watchdog).
+TICK_S: Final = 0.2
+#: Shortest wait between two REST backfills that the clock (not a reconnect) asked for.
+RETRY_BACKFILL_S: Final = 1.0
+#: STATUS is refreshed at most this often.
+_STATUS_EVERY_S: Final = 5.0
+
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """The stop event was set while the loop was waiting on something long."""
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    """What the session did, for the summary and the STATUS line."""
+
+    slices: int = 0
+    ws_bars: int = 0
+    rest_bars: int = 0
+    backfills: int = 0
+
+
+class LiveSession:
+    """Runs the engine on the live feed until stopped.
+
+    Args:
+        engine: The engine, already restored from the run's snapshot when resuming.
+        feed: The entered (subscribed) Bybit kline feed.
+        backfill: The entered REST client.
+        symbols: The symbols every slice should hold.
+        interval: Their interval code.
+        warmup_bars: How many bars before now to fetch when the run has none yet.
+        grace_ms: How long after a close (exchange time) a confirm may still arrive.
+        notifier: Watchdog and STATUS (may be disabled).
+        on_rest_bar: Called with each REST bar the session uses (the recorder).
+        clock_ns: `time.perf_counter_ns`-like clock for latencies.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        feed: BybitKlineFeed,
+        backfill: RestBackfill,
+        symbols: Sequence[str],
+        interval: str,
+        warmup_bars: int,
+        grace_ms: int,
+        notifier: SystemdNotifier,
+        on_rest_bar: Callable[[Bar], None] | None = None,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self._engine = engine
+        self._feed = feed
+        self._backfill = backfill
+        self._symbols = tuple(symbols)
+        self._interval = interval
+        self._interval_ms = interval_ms(interval)
+        self._warmup_bars = warmup_bars
+        self._notifier = notifier
+        self._on_rest_bar = on_rest_bar
+        self._clock_ns = clock_ns
+        self._assembler = SliceAssembler(
+            self._symbols, interval, last_start_ms=engine.last_slice_start_ms, grace_ms=grace_ms
+        )
+        self._received_ns: dict[tuple[str, int], int] = {}
+        self._backfill_due = True
+        self._next_timed_backfill_s = 0.0
+        self._last_watchdog_s = 0.0
+        self._last_status_s = 0.0
+        self.counters = SessionCounters()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Catch up, then trade every slice until `stop` is set or the feed fails.
+
+        Raises:
+            Exception: whatever ended the feed for good, or an engine or writer failure.
+        """
+        stop_waiter = asyncio.create_task(stop.wait(), name="session.stop")
+        try:
+            while not stop.is_set():
+                event = await self._next_event()
+                self._beat()
+                if isinstance(event, ConfirmedBar):
+                    self._on_confirmed(event)
+                elif isinstance(event, FeedReconnected):
+                    self._backfill_due = True
+                if self._needs_backfill():
+                    await self._until_stopped(self._catch_up(), stop_waiter)
+                await self._process(self._assembler.ready(), live=True)
+        except _Stopped:
+            log.info("session_stopping", reason="stop requested during backfill")
+        finally:
+            stop_waiter.cancel()
+        log.info("session_stopped", **dataclasses.asdict(self.counters))
+
+    async def _next_event(self) -> ConfirmedBar | FeedReconnected | None:
+        """The next feed event, or None after a tick without one."""
+        try:
+            async with asyncio.timeout(TICK_S):
+                return await anext(self._feed)
+        except TimeoutError:
+            return None
+
+    def _on_confirmed(self, event: ConfirmedBar) -> None:
+        bar = event.bar
+        if self._assembler.add(bar):
+            self.counters.ws_bars += 1
+            self._received_ns[(bar.symbol, bar.start_ms)] = event.recv_ns or self._clock_ns()
+
+    def _needs_backfill(self) -> bool:
+        if self._backfill_due:
+            return True
+        if not self._assembler.overdue(self._feed.exchange_time_ms):
+            return False
+        return time.monotonic() >= self._next_timed_backfill_s
+
+    async def _until_stopped(
+        self, work: Coroutine[Any, Any, T], stop_waiter: asyncio.Task[Any]
+    ) -> T:
+        """Await `work`, abandoning it (cancelled) when the stop event fires first."""
+        task = asyncio.create_task(work, name="session.backfill")
+        done, _ = await asyncio.wait({task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise _Stopped
+
+    async def _catch_up(self) -> None:
+        """Fetch every missing closed bar over REST, then run the slices it completes."""
+        self._backfill_due = False
+        self._next_timed_backfill_s = time.monotonic() + RETRY_BACKFILL_S
+        now_ms = await self._backfill.server_time_ms()
+        forming_ms = now_ms - now_ms % self._interval_ms
+        through_ms = forming_ms - self._interval_ms
+        for symbol in self._symbols:
+            newest = await self._fetch(symbol, now_ms, forming_ms)
+            if newest is not None:
+                # REST may trail the stream by a moment; never settle past what it returned.
+                through_ms = min(through_ms, max(newest, self._assembler.last_start_ms))
+        self.counters.backfills += 1
+        slices = self._assembler.settle_through(through_ms) + self._assembler.ready()
+        await self._process(slices, live=False)
+
+    async def _fetch(self, symbol: str, now_ms: int, forming_ms: int) -> int | None:
+        """Hand `symbol`'s missing closed bars to the assembler; the newest start REST had."""
+        last_ms = self._assembler.last_start_ms
+        if last_ms >= 0:
+            from_ms = last_ms + self._interval_ms
+        else:
+            from_ms = forming_ms - self._warmup_bars * self._interval_ms
+        if from_ms >= forming_ms:
+            return None
+        bars = await self._backfill.closed_bars(
+            symbol, from_start_ms=from_ms, to_start_ms=forming_ms, now_ms=now_ms
+        )
+        received_ns = self._clock_ns()
+        for bar in bars:
+            stamped = dataclasses.replace(bar, known_ms=now_ms)
+            if self._assembler.add(stamped):
+                self.counters.rest_bars += 1
+                self._received_ns[(bar.symbol, bar.start_ms)] = received_ns
+                if self._on_rest_bar is not None:
+                    self._on_rest_bar(stamped)
+        return bars[-1].start_ms if bars else None
+
+    async def _process(self, slices: Sequence[list[Bar]], *, live: bool) -> None:
+        """Run released slices through the engine; commit live ones before going on."""
+        if not slices:
+            return
+        engine = self._engine
+        for bars in slices:
+            received_ns = max(self._received_ns.pop((bar.symbol, bar.start_ms), 0) for bar in bars)
+            await engine.process_slice(bars, received_ns=received_ns or self._clock_ns())
+            self.counters.slices += 1
+            if engine.should_flush():
+                await engine.flush()
+            self._beat()
+        # A live slice is committed before the next event: a crash now loses nothing.
+        await engine.flush(wait=live)
+        self._status(slices[-1][0].start_ms)
+
+    def _beat(self) -> None:
+        """Ping the watchdog (at most once a second): proof that this loop still turns."""
+        now_s = time.monotonic()
+        if now_s - self._last_watchdog_s >= 1.0:
+            self._last_watchdog_s = now_s
+            self._notifier.watchdog()
+
+    def _status(self, last_start_ms: int) -> None:
+        now_s = time.monotonic()
+        if now_s - self._last_status_s < _STATUS_EVERY_S:
+            return
+        self._last_status_s = now_s
+        counters = self.counters
+        self._notifier.status(
+            f"trading {self._engine.run_id}: {counters.slices} slices, last bar {last_start_ms}, "
+            f"risk {self._engine.risk.state.value}, {self._feed.reconnects} reconnects, "
+            f"{counters.backfills} backfills"
+        )
