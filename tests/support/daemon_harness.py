@@ -105,9 +105,15 @@ def start_daemon_task(
 
 
 async def start_daemon_process(
-    fake: FakeBybit, *, workdir: Path, db_path: Path, symbols: str, args: tuple[str, ...] = ()
+    fake: FakeBybit,
+    *,
+    workdir: Path,
+    db_path: Path,
+    symbols: str,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """`python -m trader run` on `fake`, as systemd would start it."""
+    """`python -m trader run` on `fake`, as systemd would start it (`env` adds variables)."""
     (workdir / "trader.toml").touch()  # wins the config search over /etc/trader/trader.toml
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -116,7 +122,7 @@ async def start_daemon_process(
         "run",
         *args,
         cwd=workdir,
-        env=clean_env(**fake_env(fake, db_path, symbols)),
+        env=clean_env(**(fake_env(fake, db_path, symbols) | (env or {}))),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
