@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 from tests.support.candles import load_candles
 from tests.support.fake_bybit import FakeBybit
 from trader.config import FeedSettings, RecorderSettings, Settings
-from trader.domain import Bar
+from trader.domain import Bar, BarSource
 from trader.errors import ConfigError
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import ConfirmedBar, FeedEvent, FeedReconnected
@@ -224,3 +225,25 @@ async def test_record_raises_config_error_when_out_is_a_file(tmp_path: Path) -> 
     target.write_text("")
     with pytest.raises(ConfigError, match="taken"):
         await record(_settings("ws://127.0.0.1:9/"), target, stop=asyncio.Event())
+
+
+def test_rest_bar_lines_carry_their_exchange_time_through_replay(tmp_path: Path) -> None:
+    """`trader run --record` writes REST bars with `ts`; replay restores it as `known_ms`."""
+    recording = RotatingRecording(tmp_path, rotate_max_bytes=10_000, rotate_interval_s=60.0)
+    fetched = dataclasses.replace(_BTC[0], source=BarSource.REST, known_ms=_BTC[3].start_ms)
+    recording.write_rest_bar(1_000, fetched)
+    recording.write_rest_bar(1_001, dataclasses.replace(_BTC[1], source=BarSource.REST))
+    recording.close()
+
+    (path,) = recording.files
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    bars = [item for item in open_source(path) if isinstance(item, Bar)]
+
+    assert lines[0]["ts"] == _BTC[3].start_ms
+    assert "ts" not in lines[1]
+    assert [(bar.start_ms, bar.source, bar.known_ms) for bar in bars] == [
+        (_BTC[0].start_ms, BarSource.REST, _BTC[3].start_ms),
+        (_BTC[1].start_ms, BarSource.REST, None),
+    ]
+    assert bars[0] == fetched
