@@ -30,10 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trader.config import Settings
 from trader.domain import Bar
 from trader.engine import Engine
-from trader.errors import ConfigError
+from trader.errors import ConfigError, FatalError
 from trader.features.buffer import warmup_bars
 from trader.feeds.backfill import RestBackfill
 from trader.feeds.backoff import Backoff
+from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.notify import SystemdNotifier
 from trader.persistence import repository
 from trader.persistence.batch import RunStateSnapshot
@@ -75,9 +76,10 @@ def _wall_ms() -> int:
 
 
 def default_run_id(now: datetime | None = None) -> str:
-    """A fresh paper run id such as `paper-20261121T150302Z`."""
+    """A fresh paper run id such as `paper-20261121T150302.123Z` (milliseconds, so two
+    `--new-run` starts within a second still get distinct accounts)."""
     moment = now if now is not None else datetime.now(UTC)
-    return moment.strftime("paper-%Y%m%dT%H%M%SZ")
+    return moment.strftime("paper-%Y%m%dT%H%M%S") + f".{moment.microsecond // 1_000:03d}Z"
 
 
 async def run_daemon(
@@ -134,8 +136,7 @@ async def run_daemon(
                 wall_ms=wall_ms,
                 on_frame=recording.write_frame if recording is not None else None,
             )
-            async with asyncio.timeout(settings.feed.startup_timeout_s):
-                await stack.enter_async_context(feed)
+            await _enter_feed(stack, feed, settings)
             notifier.ready()
             log.info("daemon_started", run_id=run_id, resumed=snapshot is not None)
             session = LiveSession(
@@ -166,6 +167,19 @@ async def run_daemon(
             )
     finally:
         await db.dispose()
+
+
+async def _enter_feed(stack: AsyncExitStack, feed: BybitKlineFeed, settings: Settings) -> None:
+    """Connect and subscribe within `feed.startup_timeout_s`, or fail with one clear line."""
+    timeout_s = settings.feed.startup_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            await stack.enter_async_context(feed)
+    except TimeoutError as exc:
+        raise FatalError(
+            f"could not connect to {settings.feed.ws_url} and subscribe within {timeout_s:g} s "
+            "(feed.startup_timeout_s); is the exchange reachable?"
+        ) from exc
 
 
 async def _open_run(

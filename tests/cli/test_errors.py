@@ -132,3 +132,28 @@ def test_help_exits_0_when_asked_of_every_subcommand() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage:" in result.output, path
+
+
+def test_run_refuses_live_trading_with_one_line_and_status_2(tmp_path: Path) -> None:
+    """`--live` (or broker.mode = live) is refused before anything connects."""
+    for args, env in ((("run", "--live"), None), (("run",), {"TRADER_BROKER__MODE": "live"})):
+        result = trader(*args, workdir=tmp_path, env=env)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            "trader: error: live trading is not available in this build; run without --live (paper)"
+        ]
+
+
+def test_run_reports_an_unreachable_exchange_as_a_fatal_error(tmp_path: Path) -> None:
+    """A refused websocket handshake within the start-up timeout ends with status 1, one line."""
+    result = trader(
+        "run",
+        workdir=tmp_path,
+        env={
+            "TRADER_FEED__WS_URL": "ws://127.0.0.1:9/v5/public/linear",
+            "TRADER_FEED__REST_URL": "http://127.0.0.1:9",
+            "TRADER_FEED__STARTUP_TIMEOUT_S": "1",
+        },
+    )
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1].startswith("trader: error: ")

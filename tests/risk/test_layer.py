@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from risk.base import RiskLayerPolicy
+from risk.gate import OrderIntent
 from risk.layer import ORDER_DENIED, RiskLayer
 from risk.machine import StateReason
 from risk.state import TradingState
@@ -27,8 +28,8 @@ from trader.domain import Action, Side
 D = Decimal
 
 
-def _legs(verdict_approved: list[object]) -> list[tuple[Side, Decimal, bool, str]]:
-    return [(i.side, i.qty, i.reduce_only, i.leg) for i in verdict_approved]  # type: ignore[attr-defined]
+def _legs(approved: list[OrderIntent]) -> list[tuple[Side, Decimal, bool, str]]:
+    return [(i.side, i.qty, i.reduce_only, i.leg) for i in approved]
 
 
 @pytest.mark.parametrize(
@@ -115,8 +116,18 @@ def test_leverage_caps_position_when_equity_is_small() -> None:
     assert [i.qty for i in verdict.approved] == [D("0.060")]
 
 
-def _denied(layer: RiskLayer, action: Action, now_ms: int, **kwargs: object) -> list[str]:
-    verdict = layer.review(decision(action), context=context(now_ms, **kwargs))  # type: ignore[arg-type]
+def _denied(
+    layer: RiskLayer,
+    action: Action,
+    now_ms: int,
+    *,
+    equity: str = "10000",
+    positions: dict[str, str] | None = None,
+) -> list[str]:
+    """Review `action` and return the denial reasons (each must come with its event)."""
+    verdict = layer.review(
+        decision(action), context=context(now_ms, equity=equity, positions=positions)
+    )
     assert [event.kind for event in verdict.events] == [ORDER_DENIED] * len(verdict.denied)
     return [denial.reason for denial in verdict.denied]
 
@@ -262,7 +273,6 @@ def test_opening_is_denied_when_correlated_group_is_full() -> None:
 def test_opening_is_denied_when_below_minimum_from_flat() -> None:
     """A tiny target from flat is denied as below the minimum; a tiny top-up is simply skipped."""
     layer, now_ms = flat_layer()
-    assert _denied(layer, Action.BUY_LONG, now_ms, equity="10000") == []
     tiny = layer.review(decision(Action.BUY_LONG, size=0.0005), context=context(now_ms))
     assert [d.reason for d in tiny.denied] == ["below_min_qty"]
     top_up = layer.review(

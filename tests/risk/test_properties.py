@@ -116,7 +116,7 @@ class _Sim:
 
     def observe(self, outcome: RiskOutcome, now_ms: int) -> None:
         """Expect HALTED after a `halted` event, and carry out a flatten at once."""
-        if any(event.kind == "halted" for event in outcome.events):
+        if any(risk_event.kind == "halted" for risk_event in outcome.events):
             self.halted = True
         if outcome.flatten:
             for intent in self.layer.flatten_intents(self.positions):

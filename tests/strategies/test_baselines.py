@@ -114,4 +114,4 @@ def test_registry_refuses_unknown_name_when_building() -> None:
     """An unavailable strategy name is a clear error listing the choices."""
     assert build_strategy("ema_cross", seed=1).name == "ema_cross"
     with pytest.raises(ValueError, match="ema_cross"):
-        build_strategy("hrm", seed=1)
+        build_strategy("no_such_strategy", seed=1)

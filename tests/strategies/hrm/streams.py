@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from strategies.base import AccountState, SymbolContext
+from strategies.base import AccountState, FeatureView, SymbolContext
 from tests.support.candles import load_candles, random_walk_bars
 from trader.domain import Bar, Decision
 from trader.features.buffer import FeatureBuffer
@@ -61,7 +61,7 @@ class Stream:
 class PoisonedView:
     """A real buffer whose tactical window gets one bad value (NaN, inf or out of range)."""
 
-    inner: FeatureBuffer
+    inner: FeatureView
     value: float
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -93,7 +94,7 @@ def _grad_calls(model: HRM, config: HRMConfig) -> dict[str, list[bool]]:
     """Run one training segment and record, per fL/fH block-0 call, whether it kept a graph."""
     calls: dict[str, list[bool]] = {"tactical": [], "strategic": []}
 
-    def recorder(name: str):  # type: ignore[no-untyped-def]
+    def recorder(name: str) -> Callable[[nn.Module, object, tuple[Tensor, object]], None]:
         def hook(module: nn.Module, args: object, output: tuple[Tensor, object]) -> None:
             calls[name].append(output[0].grad_fn is not None)
 

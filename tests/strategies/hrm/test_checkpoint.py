@@ -1,0 +1,113 @@
+"""Checkpoints: round trip, schema and kind refusal, fresh seeded models, the factory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from strategies.hrm import build_hrm_strategy
+from strategies.hrm.checkpoint import (
+    DEFAULT_SCHEMA_HASH,
+    TrainingWindow,
+    fresh_model,
+    load_checkpoint,
+    model_version_of,
+    save_checkpoint,
+)
+from strategies.hrm.model import FeatureBatch, HRMConfig
+from strategies.registry import build_strategy
+from trader.errors import ConfigError
+from trader.features.schema import feature_schema_hash
+
+
+def _batch() -> FeatureBatch:
+    g = torch.Generator().manual_seed(0)
+    return FeatureBatch(
+        tactical=torch.randn(2, 8, 31, generator=g),
+        account=torch.zeros(2, 4),
+        instrument=torch.tensor([1, 2]),
+        timeframe=torch.tensor([2, 2]),
+        strategic=torch.randn(2, 16, 31, generator=g),
+    )
+
+
+def _save_trained(path: Path, kind: str = "hrm") -> None:
+    loaded = fresh_model("hrm" if kind == "hrm" else "flat", preset="tiny", seed=9)
+    meta = dataclasses.replace(
+        loaded.meta,
+        model_version=model_version_of(loaded.model, kind=kind, preset="tiny", trained=True),
+        policy_trained=True,
+        training_window=TrainingWindow(("BTCUSDT", "ETHUSDT"), "5", 1_000, 2_000),
+    )
+    save_checkpoint(path, loaded.model, meta)
+
+
+def test_checkpoint_round_trips_weights_and_meta_when_saved(tmp_path: Path) -> None:
+    """A loaded checkpoint gives identical outputs and the same self-description."""
+    original = fresh_model("hrm", preset="tiny", seed=9)
+    path = tmp_path / "hrm.pt"
+    _save_trained(path)
+    loaded = load_checkpoint(path, expected_kind="hrm", expected_schema_hash=DEFAULT_SCHEMA_HASH)
+    assert loaded.meta.training_window == TrainingWindow(("BTCUSDT", "ETHUSDT"), "5", 1_000, 2_000)
+    assert loaded.meta.policy_trained
+    assert loaded.meta.model_version.startswith("hrm-tiny-")
+    assert "untrained" not in loaded.meta.model_version
+    assert loaded.meta.code_version.startswith("hrm-trader")
+    assert loaded.model.config == HRMConfig.preset("tiny")
+    with torch.inference_mode():
+        a = original.model.infer(original.model.initial_carry(2), _batch())
+        b = loaded.model.infer(loaded.model.initial_carry(2), _batch())
+    assert torch.equal(a.outputs.action_logits, b.outputs.action_logits)
+    assert torch.equal(a.carry.z_strategic, b.carry.z_strategic)
+
+
+def test_loader_refuses_other_feature_schema_when_loading(tmp_path: Path) -> None:
+    """A checkpoint trained on other features is a clear ConfigError naming both schemas."""
+    path = tmp_path / "hrm.pt"
+    _save_trained(path)
+    other = feature_schema_hash(tactical_window=32, strategic_window=256, scale_window=256, clip=5)
+    with pytest.raises(ConfigError, match="feature schema") as info:
+        load_checkpoint(path, expected_schema_hash=other)
+    assert info.value.key == "model.checkpoint"
+    assert other[:12] in str(info.value)
+    with pytest.raises(ConfigError, match="feature schema"):
+        build_hrm_strategy(
+            "hrm", checkpoint=str(path), device="cpu", strategic_every=16, seed=1, schema_hash=other
+        )
+
+
+def test_loader_refuses_wrong_kind_or_missing_file_when_loading(tmp_path: Path) -> None:
+    """A flat checkpoint is not an HRM; a missing or corrupt file is a ConfigError."""
+    path = tmp_path / "flat.pt"
+    _save_trained(path, kind="flat")
+    with pytest.raises(ConfigError, match="'flat' model"):
+        load_checkpoint(path, expected_kind="hrm", expected_schema_hash=DEFAULT_SCHEMA_HASH)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt", expected_schema_hash=DEFAULT_SCHEMA_HASH)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not readable"):
+        load_checkpoint(corrupt, expected_schema_hash=DEFAULT_SCHEMA_HASH)
+
+
+def test_fresh_model_is_seeded_and_marked_when_untrained() -> None:
+    """No checkpoint: the seed fixes the weights and the version says untrained."""
+    a, b = fresh_model("hrm", seed=3), fresh_model("hrm", seed=3)
+    c = fresh_model("hrm", seed=4)
+    assert a.meta.model_version == b.meta.model_version
+    assert a.meta.model_version.startswith("hrm-small-untrained-")
+    assert c.meta.model_version != a.meta.model_version
+
+
+def test_registry_builds_model_strategies_when_named() -> None:
+    """`build_strategy` accepts hrm and flat and still builds the baselines."""
+    hrm = build_strategy("hrm", seed=1, device="cpu", strategic_every=12)
+    flat = build_strategy("flat", seed=1, device="cpu")
+    assert (hrm.name, flat.name) == ("hrm", "flat")
+    assert hrm.model_version.startswith("hrm-small-")
+    assert build_strategy("noop", seed=1).name == "noop"
+    with pytest.raises(ValueError, match="not available"):
+        build_strategy("nope", seed=1)
