@@ -3,8 +3,10 @@
 Owns sizing a decision into order intents, the pre-trade checks that approve or deny them with a
 reason, and the trading state (ACTIVE / REDUCING / HALTED) driven by mark-to-market drawdown.
 This is the foundation's minimal gate: per-symbol max notional (sizing caps at it, a check denies
-anything above it) and `risk.max_drawdown` halting and flattening. The full layer (gross exposure,
-leverage, order rate, daily loss, stale feed, correlation, the kill switch) extends this class.
+anything above it) and `risk.max_drawdown` halting and flattening. The value types here
+(`OrderIntent`, `Denial`, `RiskEvent`, `Verdict`, `SymbolLimits`) are shared with the full layer
+in `risk.layer` (gross exposure, leverage, order rate, daily loss, stale feed, correlation, the
+kill switch), which replaces this gate once the engine speaks `RiskLayerPolicy`.
 
 It must not know which model produced a decision, touch I/O, or keep money in floats: quantities
 are Decimal on the instrument's qty step.
@@ -37,10 +39,11 @@ class OrderIntent:
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """An intent risk refused, with a stable reason label."""
+    """An intent risk refused, with a stable reason label and a free-text detail."""
 
     intent: OrderIntent
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +57,11 @@ class RiskEvent:
 
 @dataclass(slots=True)
 class Verdict:
-    """What risk made of one decision."""
+    """What risk made of one decision (`events`: what to store in `risk_events`, if any)."""
 
     approved: list[OrderIntent] = field(default_factory=list)
     denied: list[Denial] = field(default_factory=list)
+    events: list[RiskEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class SymbolLimits:
 
     qty_step: Decimal
     min_qty: Decimal
+    min_notional_usdt: Decimal = _ZERO
 
 
 def round_qty_down(qty: Decimal, limits: SymbolLimits) -> Decimal:
@@ -100,12 +105,12 @@ class RiskGate:
         if action is Action.CLOSE_LONG or action is Action.CLOSE_SHORT:
             wants_long_closed = action is Action.CLOSE_LONG
             if (position_qty > 0) if wants_long_closed else (position_qty < 0):
-                verdict.approved.append(_closing_intent(decision.symbol, position_qty, "close"))
+                verdict.approved.append(closing_intent(decision.symbol, position_qty, "close"))
             return verdict
         direction = 1 if action is Action.BUY_LONG else -1
         if position_qty * direction < 0:
             # A flip: close the opposite position first (reducing always passes), then open.
-            verdict.approved.append(_closing_intent(decision.symbol, position_qty, "close"))
+            verdict.approved.append(closing_intent(decision.symbol, position_qty, "close"))
             position_qty = _ZERO
         target = self._target_qty(decision.size, price, limits)
         delta = target - abs(position_qty)
@@ -138,7 +143,7 @@ class RiskGate:
     def flatten_intents(self, positions: dict[str, Decimal]) -> list[OrderIntent]:
         """Reduce-only intents closing every open position (used when halting)."""
         return [
-            _closing_intent(symbol, qty, "flatten")
+            closing_intent(symbol, qty, "flatten")
             for symbol, qty in sorted(positions.items())
             if qty != 0
         ]
@@ -172,6 +177,7 @@ class RiskGate:
         return ""
 
 
-def _closing_intent(symbol: str, position_qty: Decimal, leg: str) -> OrderIntent:
+def closing_intent(symbol: str, position_qty: Decimal, leg: str) -> OrderIntent:
+    """A reduce-only intent closing the whole signed position `position_qty`."""
     side = Side.SELL if position_qty > 0 else Side.BUY
     return OrderIntent(symbol=symbol, side=side, qty=abs(position_qty), reduce_only=True, leg=leg)
