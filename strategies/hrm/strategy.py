@@ -1,0 +1,309 @@
+"""Streaming inference: the HRM (or the flat baseline) as a `Strategy` over bar-close slices.
+
+Owns the per-symbol carry (z_H, z_L and counters) and its JSON round trip, the staggered
+strategic schedule, one batched forward per slice on the chosen device, and the safety rules:
+bad input gives that symbol a HOLD and a rejection, any model failure gives every symbol a HOLD
+and halts the strategy with a reason. It must not do I/O, read the clock for anything but its
+own latency, or size orders beyond `Decision.size` (risk does that).
+
+Two attributes report to the engine after each `decide`:
+
+- `last_rejections`: `(symbol, reason)` for every context whose inputs were refused on this
+  call (cleared at the start of each call); each is a risk event for the engine to record.
+- `halted_reason`: None while healthy; once the model has failed, the reason, and every later
+  decision is a HOLD until a new strategy is built (a restart).
+
+Schedule: a symbol runs the strategic module on the bars where
+`(start_ms // interval_ms + phase(symbol)) % strategic_every == 0`, with `phase` a stable hash of
+the symbol. It depends only on the bar and the symbol, so replay, live and a restart agree, and
+symbols are spread over the K bars instead of all updating on one slice. Until a symbol's first
+strategic update it has no plan and HOLDs without running the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import torch
+from torch import Tensor
+
+from strategies.base import SymbolContext
+from strategies.hrm.checkpoint import LoadedModel
+from strategies.hrm.inputs import InputRejected, SymbolInputs, read_inputs, stack_batch
+from strategies.hrm.model import ACTIONS, HRMCarry, HRMOutputs
+from strategies.hrm.policy import DecisionContext, PolicySettings, SymbolOutputs, to_decision
+from trader.domain import INTERVAL_MS, Decision
+
+STATE_FORMAT = 1
+_log = structlog.get_logger(__name__)
+
+
+def strategic_phase(symbol: str, strategic_every: int) -> int:
+    """The stable offset of a symbol in the strategic schedule, in [0, strategic_every)."""
+    digest = hashlib.blake2b(symbol.encode("utf-8"), digest_size=8, person=b"hrm-phase").digest()
+    return int.from_bytes(digest, "big") % strategic_every
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU; `cpu` and `cuda` are taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+@dataclass(slots=True)
+class SymbolCarry:
+    """One symbol's recurrent state and counters (persisted with the run)."""
+
+    z_strategic: Tensor  # (P_H, D_H) float32
+    z_tactical: Tensor  # (P_L, D_L) float32
+    bars: int = 0  # bars the model ran for this symbol
+    strategic_updates: int = 0
+    last_strategic_ms: int | None = None
+
+
+class HRMStrategy:
+    """Decides every symbol of a slice in one batched forward; see the module docstring.
+
+    Args:
+        loaded: the model (any device; it is moved) and its checkpoint description.
+        device: `auto`, `cpu` or `cuda`.
+        strategic_every: bars between strategic updates of one symbol (10..20).
+        policy: thresholds of the outputs-to-decision rule.
+        num_threads: CPU threads for torch (process-wide); None keeps torch's setting.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        device: str = "auto",
+        strategic_every: int = 16,
+        policy: PolicySettings | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        if not 1 <= strategic_every <= 1_000:
+            raise ValueError(f"strategic_every must be a positive bar count, got {strategic_every}")
+        self.device = resolve_device(device)
+        if num_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(num_threads)
+        self.model = loaded.model.to(self.device).eval()
+        self.meta = loaded.meta
+        self.name: str = loaded.meta.kind
+        self.model_version: str = loaded.meta.model_version
+        self.strategic_every = strategic_every
+        self.policy = policy if policy is not None else PolicySettings()
+        self.last_rejections: list[tuple[str, str]] = []
+        self.halted_reason: str | None = None
+        self._hierarchical = not self.model.needs_strategic_every_bar
+        self._carry: dict[str, SymbolCarry] = {}
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def decide(self, contexts: Sequence[SymbolContext]) -> list[Decision]:
+        """One Decision per context, in order; never raises for bad input or model failure."""
+        started_ns = time.perf_counter_ns()
+        self.last_rejections = []
+        decisions = [self._hold(c) for c in contexts]
+        if self.halted_reason is None:
+            rows = self._checked_rows(contexts)
+            if rows:
+                try:
+                    for i, decision in self._run(contexts, rows).items():
+                        decisions[i] = decision
+                except Exception as exc:  # the model's boundary: any failure halts, never crashes
+                    self.halted_reason = f"model failed: {type(exc).__name__}: {exc}"
+                    _log.exception("hrm_model_failed", reason=self.halted_reason)
+                    decisions = [self._hold(c) for c in contexts]
+        latency_us = (time.perf_counter_ns() - started_ns) // 1_000
+        return [dataclasses.replace(d, latency_us=latency_us) for d in decisions]
+
+    def _hold(self, context: SymbolContext) -> Decision:
+        bar = context.bar
+        return Decision.hold(bar.symbol, bar.start_ms, model_version=self.model_version)
+
+    def _due(self, context: SymbolContext) -> bool:
+        if not self._hierarchical:
+            return True
+        bar = context.bar
+        bar_index = bar.start_ms // INTERVAL_MS[bar.interval]
+        return (bar_index + strategic_phase(bar.symbol, self.strategic_every)) % (
+            self.strategic_every
+        ) == 0
+
+    def _checked_rows(
+        self, contexts: Sequence[SymbolContext]
+    ) -> list[tuple[int, SymbolInputs, bool]]:
+        """(index, inputs, strategic) of the contexts the model runs for on this call."""
+        rows: list[tuple[int, SymbolInputs, bool]] = []
+        seen: set[str] = set()
+        for i, context in enumerate(contexts):
+            symbol = context.bar.symbol
+            try:
+                if symbol in seen or context.bar.interval not in INTERVAL_MS:
+                    raise InputRejected("duplicate_symbol" if symbol in seen else "interval")
+                seen.add(symbol)
+                due = self._due(context)
+                carry = self._carry.get(symbol)
+                if self._hierarchical and not due and (carry is None or not carry.bars):
+                    continue  # no plan yet: HOLD until the symbol's first strategic bar
+                inputs = read_inputs(
+                    context,
+                    n_features=self.model.config.n_features,
+                    clip=self.meta.feature_clip,
+                    with_strategic=due,
+                )
+            except InputRejected as rejected:
+                self.last_rejections.append((symbol, rejected.reason))
+                continue
+            rows.append((i, inputs, due))
+        return rows
+
+    def _run(
+        self, contexts: Sequence[SymbolContext], rows: list[tuple[int, SymbolInputs, bool]]
+    ) -> dict[int, Decision]:
+        """The batched forward for the checked rows, their carries updated, their decisions."""
+        picked = [contexts[i] for i, _, _ in rows]
+        symbols = [c.bar.symbol for c in picked]
+        batch = stack_batch(
+            symbols,
+            [c.bar.interval for c in picked],
+            [inputs for _, inputs, _ in rows],
+            [j for j, (_, _, due) in enumerate(rows) if due],
+            instrument_buckets=self.model.config.instrument_buckets,
+            device=self.device,
+        )
+        carries = [self._carry_of(s) for s in symbols]
+        carry = HRMCarry(
+            torch.stack([c.z_strategic for c in carries]),  # (B, P_H, D_H)
+            torch.stack([c.z_tactical for c in carries]),  # (B, P_L, D_L)
+        )
+        with torch.inference_mode(), self._autocast():
+            result = self.model.infer(carry, batch)
+        outputs = _to_cpu(result.outputs)
+        if not all(bool(torch.isfinite(t).all()) for t in _tensors(outputs)):
+            raise FloatingPointError("the model produced non-finite outputs")
+        z_h = result.carry.z_strategic.float()
+        z_l = result.carry.z_tactical.float()
+        steps = result.act_steps.tolist()
+        decided: dict[int, Decision] = {}
+        for j, ((i, inputs, due), context) in enumerate(zip(rows, picked, strict=True)):
+            state = carries[j]
+            state.z_strategic, state.z_tactical = z_h[j].clone(), z_l[j].clone()
+            state.bars += 1
+            if due and self._hierarchical:
+                state.strategic_updates += 1
+                state.last_strategic_ms = context.bar.start_ms
+            self._carry[context.bar.symbol] = state
+            decided[i] = to_decision(
+                self._row(outputs, j, inputs),
+                DecisionContext(
+                    bar=context.bar,
+                    account=context.account,
+                    atr=inputs.atr,
+                    strategic=due and self._hierarchical,
+                    act_steps=int(steps[j]),
+                    model_version=self.model_version,
+                ),
+                policy_trained=self.meta.policy_trained,
+                settings=self.policy,
+            )
+        return decided
+
+    def _carry_of(self, symbol: str) -> SymbolCarry:
+        carry = self._carry.get(symbol)
+        if carry is None:
+            fresh = self.model.initial_carry(1)
+            carry = SymbolCarry(
+                fresh.z_strategic[0].to(self.device, torch.float32),
+                fresh.z_tactical[0].to(self.device, torch.float32),
+            )
+        return carry
+
+    def _row(self, out: HRMOutputs, j: int, inputs: SymbolInputs) -> SymbolOutputs:
+        """Row j as floats, returns converted from ATR units to log returns."""
+        horizon = self.policy.horizon_bars
+        horizons = self.model.config.horizons
+        if horizon == 1 or horizon not in horizons:
+            in_atr = float(out.next_return[j])
+        else:
+            in_atr = float(out.horizon_returns[j, horizons.index(horizon)])
+        return SymbolOutputs(
+            action=ACTIONS[int(out.action_logits[j].argmax())],
+            size=float(out.size[j]),
+            confidence=float(out.confidence[j]),
+            stop_loss_atr=float(out.stop_loss_atr[j]),
+            take_profit_atr=float(out.take_profit_atr[j]),
+            expected_return=in_atr * inputs.atr_relative,
+            up_probability=float(torch.sigmoid(out.direction_logit[j])),
+            risk_budget=float(out.risk_budget[j]),
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-symbol carries (tensors as nested lists of floats, exact) and counters."""
+        return {
+            "format": STATE_FORMAT,
+            "model_version": self.model_version,
+            "strategic_every": self.strategic_every,
+            "symbols": {
+                symbol: {
+                    "z_strategic": carry.z_strategic.cpu().tolist(),
+                    "z_tactical": carry.z_tactical.cpu().tolist(),
+                    "bars": carry.bars,
+                    "strategic_updates": carry.strategic_updates,
+                    "last_strategic_ms": carry.last_strategic_ms,
+                }
+                for symbol, carry in sorted(self._carry.items())
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; a carry saved by another model is discarded."""
+        self._carry = {}
+        if state.get("model_version") != self.model_version:
+            _log.warning(
+                "hrm_carry_discarded",
+                saved=state.get("model_version"),
+                running=self.model_version,
+            )
+            return
+        for symbol, saved in state["symbols"].items():
+            self._carry[str(symbol)] = SymbolCarry(
+                z_strategic=_tensor(saved["z_strategic"], self.device),
+                z_tactical=_tensor(saved["z_tactical"], self.device),
+                bars=int(saved["bars"]),
+                strategic_updates=int(saved["strategic_updates"]),
+                last_strategic_ms=saved["last_strategic_ms"],
+            )
+
+    def carry_of(self, symbol: str) -> SymbolCarry | None:
+        """The carry of a symbol, None before its first model run (for tests and reports)."""
+        return self._carry.get(symbol)
+
+
+def _tensor(values: list[Any], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _tensors(outputs: HRMOutputs) -> list[Tensor]:
+    return [getattr(outputs, f.name) for f in dataclasses.fields(outputs)]
+
+
+def _to_cpu(outputs: HRMOutputs) -> HRMOutputs:
+    return HRMOutputs(*(t.detach().float().cpu() for t in _tensors(outputs)))
