@@ -69,6 +69,7 @@ class DaemonSummary:
     resumed: bool
     counters: SessionCounters
     reconnects: int
+    commit_latency_us: tuple[int, ...] = ()
 
 
 def _wall_ms() -> int:
@@ -164,6 +165,7 @@ async def run_daemon(
                 resumed=snapshot is not None,
                 counters=session.counters,
                 reconnects=feed.reconnects,
+                commit_latency_us=tuple(session.commit_latency_us),
             )
     finally:
         await db.dispose()

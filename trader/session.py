@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -37,6 +38,8 @@ log = structlog.get_logger()
 TICK_S: Final = 0.2
 #: Shortest wait between two REST backfills that the clock (not a reconnect) asked for.
 RETRY_BACKFILL_S: Final = 1.0
+#: Commit latencies kept for the summary and benchmarks.
+_LATENCY_SAMPLES: Final = 100_000
 #: STATUS is refreshed at most this often.
 _STATUS_EVERY_S: Final = 5.0
 
@@ -106,6 +109,9 @@ class LiveSession:
         self._last_watchdog_s = 0.0
         self._last_status_s = 0.0
         self.counters = SessionCounters()
+        #: Per live slice, microseconds from its last bar's frame received to its rows
+        #: committed (the newest `_LATENCY_SAMPLES`).
+        self.commit_latency_us: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up, then trade every slice until `stop` is set or the feed fails.
@@ -207,15 +213,20 @@ class LiveSession:
         if not slices:
             return
         engine = self._engine
+        received: list[int] = []
         for bars in slices:
             received_ns = max(self._received_ns.pop((bar.symbol, bar.start_ms), 0) for bar in bars)
-            await engine.process_slice(bars, received_ns=received_ns or self._clock_ns())
+            received.append(received_ns or self._clock_ns())
+            await engine.process_slice(bars, received_ns=received[-1])
             self.counters.slices += 1
             if engine.should_flush():
                 await engine.flush()
             self._beat()
         # A live slice is committed before the next event: a crash now loses nothing.
         await engine.flush(wait=live)
+        if live:
+            committed_ns = self._clock_ns()
+            self.commit_latency_us.extend((committed_ns - ns) // 1_000 for ns in received)
         self._status(slices[-1][0].start_ms)
 
     def _beat(self) -> None:
