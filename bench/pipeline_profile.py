@@ -79,7 +79,9 @@ async def _stages(bars: list[Any], strategy: str) -> dict[str, float]:
         (engine._rewards, "open", "rewards.open"),
         (engine._features, "update", "features.update"),
         (engine._strategy, "decide", "strategy.decide"),
+        (engine._risk, "on_bar", "risk.on_bar"),
         (engine._risk, "on_mark", "risk.on_mark"),
+        (engine._risk, "review", "risk.review"),
         (engine, "_record_equity", "engine.equity_row"),
         (engine, "_account", "engine.account_view"),
     ]

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from risk.context import RiskContext
 from risk.gate import OrderIntent, RiskEvent, SymbolLimits, Verdict
-from risk.machine import RiskOutcome
+from risk.machine import RiskOutcome, StateReason
 from risk.state import TradingState
 from trader.domain import Bar, Decision
 
@@ -74,6 +74,10 @@ class RiskLayerPolicy(Protocol):
 
     def kill(self, *, reason: str, now_ms: int, flatten: bool = True) -> RiskOutcome:
         """HALTED with reason ``kill`` until `resume`."""
+        ...
+
+    def halt(self, *, reason: StateReason, detail: str, now_ms: int) -> RiskOutcome:
+        """HALTED and flatten for another cause (``error`` when a core loop fails)."""
         ...
 
     def resume(self, *, reason: str, now_ms: int) -> RiskOutcome:

@@ -258,6 +258,84 @@ def run(
 
 
 @app.command()
+def kill(
+    flatten: Annotated[
+        bool, typer.Option("--flatten/--no-flatten", help="Also close every position (default).")
+    ] = True,
+    reason: Annotated[str, typer.Option(help="Why; stored and shown by `trader status`.")] = (
+        "operator kill"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Stop opening positions at once (and flatten); lasts across restarts until `resume`."""
+    from trader.persistence.control import ControlCommand
+
+    event_id = _run(lambda: _control(config, ControlCommand.KILL, reason, flatten=flatten))
+    typer.echo(
+        f"kill #{event_id} stored; a running daemon applies it within a second, otherwise "
+        "the next start applies it before trading"
+    )
+
+
+@app.command()
+def resume(
+    reason: Annotated[str, typer.Option(help="Why; stored and shown by `trader status`.")] = (
+        "operator resume"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Lift a kill (or a drawdown halt): trading reopens."""
+    from trader.persistence.control import ControlCommand
+
+    event_id = _run(lambda: _control(config, ControlCommand.RESUME, reason, flatten=False))
+    typer.echo(f"resume #{event_id} stored; a running daemon applies it within a second")
+
+
+async def _control(config: Path | None, command: Any, reason: str, *, flatten: bool) -> int:
+    from trader.persistence import control
+    from trader.persistence.database import make_engine
+    from trader.persistence.migrate import ensure_schema
+
+    settings = _settings(config)
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    try:
+        await ensure_schema(db)
+        return await control.request(db, command, reason, source="cli", flatten=flatten)
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run id (default: the latest paper run).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Trading state, kill switch, positions, equity, drawdown, last bars, model, feed health."""
+    import json
+
+    from trader.status import StatusReport, gather_status, render_text
+
+    settings = _settings(config)
+
+    async def go() -> StatusReport:
+        from trader.persistence.database import make_engine
+        from trader.persistence.migrate import ensure_schema
+
+        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        try:
+            await ensure_schema(db)
+            return await gather_status(db, settings, run_id=run)
+        finally:
+            await db.dispose()
+
+    report = _run(go)
+    typer.echo(json.dumps(report.as_json(), indent=2) if as_json else render_text(report))
+
+
+@app.command()
 def report(
     run: Annotated[
         str | None, typer.Option("--run", help="Run id (default: the latest run).")

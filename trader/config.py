@@ -104,14 +104,77 @@ class FeedSettings(_Section):
         return value
 
 
+#: An HMAC key shorter than this is guessable; `openssl rand -hex 32` gives 64.
+_MIN_CONTROL_SECRET_CHARS = 16
+
+
 class MqttSettings(_Section):
-    """The optional MQTT bus; `url` unset means no MQTT."""
+    """The optional MQTT bus; `url` unset means no MQTT. `mqtts://` connects over TLS."""
 
     url: str | None = None
     topic_prefix: str = "trader"
     username: str | None = None
     password: SecretStr | None = None
+    # HMAC-SHA256 key of signed control commands (resume); unset: resume over MQTT is refused.
     control_secret: SecretStr | None = None
+    # None lets the client pick a random id; two daemons must never share a fixed one.
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3_600)] = 30
+    # Connect, subscribe and the broker's acknowledgement of a QoS 1 publish must finish within.
+    timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 10.0
+    # mqtts:// only: CA bundle (None: the system trust store) and an optional client certificate.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Telemetry (decision, heartbeat) waiting for the broker; the oldest is dropped when full.
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1_024
+    # Order, fill and risk events waiting while the broker is unreachable (see trader.bus).
+    reliable_queue_size: Annotated[int, Field(ge=1, le=10_000_000)] = 65_536
+    max_inflight: Annotated[int, Field(ge=1, le=1_000)] = 16
+    reconnect_base_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
+    reconnect_cap_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = 30.0
+    # A signed command older (or further in the future) than this is rejected as stale.
+    control_max_age_s: Annotated[float, Field(gt=0.0, le=3_600.0)] = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        host, _, port = rest.partition(":")
+        if not sep or scheme not in ("mqtt", "mqtts") or not host or "/" in rest:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        if port and not (port.isdigit() and 0 < int(port) < 65_536):
+            raise ValueError(f"port {port!r} is not a TCP port")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if not value or value.startswith("/") or value.endswith("/"):
+            raise ValueError("must be non-empty without a leading or trailing '/'")
+        if any(char in value for char in "+#\0"):
+            raise ValueError("must not contain MQTT wildcards (+, #) or NUL")
+        return value
+
+    @field_validator("control_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_CONTROL_SECRET_CHARS:
+            raise ValueError(f"must be at least {_MIN_CONTROL_SECRET_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSettings:
+        tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if any(tls_files) and not (self.url or "").startswith("mqtts://"):
+            raise ValueError("tls_* files need an mqtts:// url")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.reconnect_cap_s < self.reconnect_base_s:
+            raise ValueError("reconnect_cap_s must be at least reconnect_base_s")
+        return self
 
 
 class BrokerSettings(_Section):

@@ -36,8 +36,9 @@ from trader.feeds.backfill import RestBackfill
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.notify import SystemdNotifier
-from trader.persistence import repository
+from trader.persistence import control, repository
 from trader.persistence.batch import RunStateSnapshot
+from trader.persistence.control import ControlEvent
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
 from trader.pipeline import build_engine, build_feed, build_writer
@@ -153,13 +154,19 @@ async def run_daemon(
                 grace_ms=round(settings.feed.confirm_grace_s * 1_000),
                 notifier=notifier,
                 on_rest_bar=_rest_recorder(recording, wall_ms),
+                controls=DatabaseControls(db),
             )
             try:
                 await session.run(stop)
-            finally:
+            except Exception:
+                # Fail fast and commit nothing more: the failure may have struck mid-slice,
+                # and the restart continues cleanly from the last committed slice.
+                log.exception("daemon_failed", run_id=run_id)
                 notifier.stopping()
-                # Everything processed is committed with its snapshot before anything closes.
-                await engine.flush(wait=True)
+                raise
+            notifier.stopping()
+            # Everything processed is committed with its snapshot before anything closes.
+            await engine.flush(wait=True)
             return DaemonSummary(
                 run_id=run_id,
                 resumed=snapshot is not None,
@@ -169,6 +176,21 @@ async def run_daemon(
             )
     finally:
         await db.dispose()
+
+
+class DatabaseControls:
+    """Operator commands from the `control_events` table (the CLI and MQTT write there)."""
+
+    def __init__(self, db: AsyncEngine) -> None:
+        self._db = db
+
+    async def pending(self) -> list[ControlEvent]:
+        """Commands not applied yet, oldest first."""
+        return await control.pending(self._db)
+
+    async def applied(self, event: ControlEvent) -> None:
+        """Stamp `applied_at`."""
+        await control.mark_applied(self._db, event.id, datetime.now(UTC))
 
 
 async def _enter_feed(stack: AsyncExitStack, feed: BybitKlineFeed, settings: Settings) -> None:

@@ -2,10 +2,11 @@
 
 Owns the order of the stages for a slice (store bar -> fills at the open and protective exits ->
 mark -> reward of the previous decision -> features -> risk state -> strategy -> risk review ->
-broker -> persist/publish), the rows each stage produces, and the run-state snapshot that makes a
-run resumable. Every stage is an object behind a seam (Strategy, RiskPolicy, ExecutionClient,
-Portfolio, RewardTracker, FeatureBook, BatchSink, EventPublisher), so the live feed, the HRM, the
-full risk layer and the MQTT bus replace or extend a stage without touching this loop.
+broker -> persist/publish), the rows each stage produces, the kill switch's effect on orders and
+positions, and the run-state snapshot that makes a run resumable. Every stage is an object
+behind a seam (Strategy, RiskLayerPolicy, ExecutionClient, Portfolio, RewardTracker,
+FeatureBook, BatchSink, EventPublisher), so the live feed, the HRM and the MQTT bus replace or
+extend a stage without touching this loop.
 
 It must not do I/O itself (the sink and publisher do), read the clock for anything but latency
 and batching, or hold model maths and risk rules.
@@ -20,6 +21,7 @@ would.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,11 +30,23 @@ from typing import Any, Protocol
 
 import structlog
 
-from risk.base import RiskPolicy
+from risk.base import RiskLayerPolicy
+from risk.context import RiskContext
 from risk.gate import OrderIntent, SymbolLimits
+from risk.machine import RiskOutcome, StateReason
 from strategies.base import AccountState, Strategy, SymbolContext
+from trader._engine_rows import (
+    bar_row,
+    decision_row,
+    fill_row,
+    order_from_state,
+    order_row,
+    order_state,
+    position_row,
+    protective_order,
+)
 from trader.broker.base import ExecutionClient
-from trader.domain import Action, Bar, Decision, DecisionType, Fill, FillReason, Order, Side
+from trader.domain import Action, Bar, Decision, DecisionType, Fill, Order, Side
 from trader.features.buffer import FeatureBook, FeatureBuffer
 from trader.instruments import InstrumentBook
 from trader.order_ids import client_order_id
@@ -44,12 +58,7 @@ log = structlog.get_logger()
 
 #: `should_flush` inspects the batch and the clock once per this many slices.
 _FLUSH_CHECK_EVERY_SLICES = 8
-
-_LEG_BY_REASON = {
-    FillReason.STOP_LOSS: "sl",
-    FillReason.TAKE_PROFIT: "tp",
-    FillReason.FLATTEN: "flatten",
-}
+_ZERO = Decimal(0)
 
 
 class BatchSink(Protocol):
@@ -108,7 +117,7 @@ class Engine:
         *,
         run_id: str,
         strategy: Strategy,
-        risk: RiskPolicy,
+        risk: RiskLayerPolicy,
         broker: ExecutionClient,
         portfolio: Portfolio,
         rewards: RewardTracker,
@@ -144,6 +153,8 @@ class Engine:
         # Float (qty, avg_price) of open positions, refreshed on fills: strategies see floats,
         # so the per-bar account view needs no Decimal work.
         self._held: dict[str, tuple[float, float]] = {}
+        # A halt (an error) owed a flatten it could not place at once: placed at the next mark.
+        self._flatten_owed = False
         self.last_slice_start_ms = -1
         self.slices_processed = 0
 
@@ -153,8 +164,8 @@ class Engine:
         return self._strategy
 
     @property
-    def risk(self) -> RiskPolicy:
-        """The risk gate (its trading state is part of the run state)."""
+    def risk(self) -> RiskLayerPolicy:
+        """The risk layer (its trading state is part of the run state)."""
         return self._risk
 
     @property
@@ -203,11 +214,10 @@ class Engine:
         )
         close_ms = bars[-1].close_ms
         self._record_equity(close_ms, account, totals)
-        halt = self._risk.on_mark(drawdown=account.drawdown_f)
-        if halt is not None:
-            self._record_risk_event(close_ms, halt.kind, halt.symbol, halt.detail)
-            log.warning("trading_halted", reason=halt.detail, ts_ms=close_ms)
-            await self._flatten_all(bars[0], close_ms)
+        outcome = self._risk.on_mark(equity=totals.equity, now_ms=close_ms)
+        self._record_outcome(outcome, close_ms)
+        if outcome.flatten or self._flatten_owed:
+            await self._flatten_all(start_ms, close_ms)
         await self._decide(bars, buffers, pnls, account, close_ms, received_ns)
         self.last_slice_start_ms = start_ms
         self.slices_processed += 1
@@ -218,24 +228,12 @@ class Engine:
         Synchronous on purpose: it runs for every bar, and only the broker call needs to await.
         """
         symbol = bar.symbol
-        self._batch.bars.append(
-            {
-                "symbol": symbol,
-                "interval": bar.interval,
-                "start_ms": bar.start_ms,
-                "open": bar.open,
-                "high": bar.high,
-                "low": bar.low,
-                "close": bar.close,
-                "volume": bar.volume,
-                "turnover": bar.turnover,
-                "source": bar.source.value,
-            }
-        )
+        self._batch.bars.append(bar_row(bar))
         if fills or self._open_orders:
             self._apply_fills(bar, fills)
         portfolio = self._portfolio
         portfolio.mark(symbol, bar.close, update_peak=False)  # the slice raises it once
+        self._risk.on_bar(bar)
         pnl = portfolio.symbol_pnl(symbol)
         reward = self._rewards.close(symbol, pnl)
         if reward is not None:
@@ -245,31 +243,24 @@ class Engine:
 
     def _apply_fills(self, bar: Bar, fills: list[Fill]) -> None:
         for fill in fills:
-            self._portfolio.apply_fill(fill)
-            self._dirty_positions[fill.symbol] = fill.ts_ms
-            self._refresh_held(fill.symbol)
             order = self._open_orders.pop(fill.order_id, None)
             if order is None:
-                order = _protective_order(self.run_id, fill, bar.start_ms)
-            self._batch.orders.append(_order_row(order, "filled"))
-            row = {
-                "run_id": self.run_id,
-                "order_id": fill.order_id,
-                "seq": fill.seq,
-                "symbol": fill.symbol,
-                "side": fill.side.value,
-                "qty": float(fill.qty),
-                "price": float(fill.price),
-                "fee": float(fill.fee),
-                "ts_ms": fill.ts_ms,
-                "reason": fill.reason.value,
-            }
-            self._batch.fills.append(row)
-            if self._publisher.enabled:
-                self._publisher.publish("fill", row)
+                order = protective_order(self.run_id, fill, bar.start_ms)
+            self._take_fill(fill, order)
         for order in self._broker.last_cancelled():
             if self._open_orders.pop(order.client_order_id, None) is not None:
-                self._batch.orders.append(_order_row(order, "cancelled"))
+                self._batch.orders.append(order_row(order, "cancelled"))
+
+    def _take_fill(self, fill: Fill, order: Order) -> None:
+        """Book one fill into the portfolio and store it with its order, now filled."""
+        self._portfolio.apply_fill(fill)
+        self._dirty_positions[fill.symbol] = fill.ts_ms
+        self._refresh_held(fill.symbol)
+        self._batch.orders.append(order_row(order, "filled"))
+        row = fill_row(self.run_id, fill)
+        self._batch.fills.append(row)
+        if self._publisher.enabled:
+            self._publisher.publish("fill", row)
 
     def _refresh_held(self, symbol: str) -> None:
         """Keep the float view of a position the strategies see in sync after a fill."""
@@ -305,16 +296,39 @@ class Engine:
         if self._publisher.enabled:
             self._publisher.publish("risk", row)
 
-    async def _flatten_all(self, bar: Bar, close_ms: int) -> None:
-        """Cancel pending orders and close every position at the next open (reduce-only)."""
-        for order in list(self._open_orders.values()):
-            self._batch.orders.append(_order_row(order, "cancelled"))
+    def _record_outcome(self, outcome: RiskOutcome, ts_ms: int) -> None:
+        """Store (and publish) the transitions a mark, kill, resume or halt produced."""
+        for event in outcome.events:
+            self._record_risk_event(ts_ms, event.kind, event.symbol, event.detail)
+            log.warning(
+                "risk_state_changed",
+                kind=event.kind,
+                detail=event.detail,
+                state=self._risk.state.value,
+                ts_ms=ts_ms,
+            )
+
+    def _cancel_pending(self) -> None:
+        """Cancel every order not yet filled, at the broker and in the orders table."""
+        for order in self._open_orders.values():
+            self._batch.orders.append(order_row(order, "cancelled"))
         self._open_orders.clear()
         self._broker.cancel_all()
-        positions = {s: self._portfolio.position(s).qty for s in self._portfolio.symbols()}
-        for intent in self._risk.flatten_intents(positions):
+
+    def _cancel_opening(self) -> None:
+        """Cancel the pending orders that would open or add to a position; closes stay queued."""
+        for order in [order for order in self._open_orders.values() if not order.reduce_only]:
+            self._broker.cancel(order.client_order_id)
+            del self._open_orders[order.client_order_id]
+            self._batch.orders.append(order_row(order, "cancelled"))
+
+    async def _flatten_all(self, bar_start_ms: int, close_ms: int) -> None:
+        """Cancel pending orders and close every position at the next open (reduce-only)."""
+        self._flatten_owed = False
+        self._cancel_pending()
+        for intent in self._risk.flatten_intents(self._positions()):
             await self._submit(
-                intent, decision_id=None, bar_start_ms=bar.start_ms, created_ms=close_ms
+                intent, decision_id=None, bar_start_ms=bar_start_ms, created_ms=close_ms
             )
 
     async def _decide(
@@ -352,7 +366,7 @@ class Engine:
                 decision = self._hold_stale(bar, decision, close_ms)
             decision_id = self._record_decision(bar, decision, pnl, account.equity, latency_us)
             if decision.action is not Action.HOLD:
-                await self._review(bar, decision, decision_id, close_ms)
+                await self._review(bar, decision, decision_id, account.equity, close_ms)
 
     def _is_stale(self, bar: Bar) -> bool:
         """Whether the bar reached us too long after its close (by exchange time) to trade on."""
@@ -396,22 +410,7 @@ class Engine:
         self, bar: Bar, decision: Decision, pnl: Decimal, equity: Decimal, latency_us: int
     ) -> str:
         decision_id = f"{self.run_id}:{bar.symbol}:{bar.start_ms}"
-        row = {
-            "id": decision_id,
-            "run_id": self.run_id,
-            "symbol": bar.symbol,
-            "bar_start_ms": bar.start_ms,
-            "action": decision.action.value,
-            "size": decision.size,
-            "confidence": decision.confidence,
-            "stop_loss": decision.stop_loss,
-            "take_profit": decision.take_profit,
-            "strategic": decision.strategic,
-            "act_steps": decision.act_steps,
-            "decision_type": decision.decision_type.value,
-            "model_version": decision.model_version,
-            "latency_us": latency_us,
-        }
+        row = decision_row(decision_id, self.run_id, bar, decision, latency_us)
         self._batch.decisions.append(row)
         if self._publisher.enabled:
             self._publisher.publish("decision", row)
@@ -420,36 +419,52 @@ class Engine:
         )
         return decision_id
 
-    async def _review(self, bar: Bar, decision: Decision, decision_id: str, close_ms: int) -> None:
+    async def _review(
+        self, bar: Bar, decision: Decision, decision_id: str, equity: Decimal, close_ms: int
+    ) -> None:
         """Risk turns the decision into orders (submitted) or denials (stored with a reason)."""
-        verdict = self._risk.review(
-            decision,
-            position_qty=self._pending_position(bar.symbol),
-            price=bar.close,
+        context = RiskContext(
+            now_ms=close_ms,
+            equity=equity,
+            positions=self._pending_positions(),
             limits=self._symbol_limits(bar),
+            risk_budget=None,
         )
+        verdict = self._risk.review(decision, context=context)
         for intent in verdict.approved:
             await self._submit(
                 intent, decision_id=decision_id, bar_start_ms=bar.start_ms, created_ms=close_ms
             )
         for denial in verdict.denied:
             order = self._order_from(denial.intent, decision_id, bar.start_ms, close_ms)
-            self._batch.orders.append(_order_row(order, "rejected", denial.reason))
-            self._record_risk_event(close_ms, "order_denied", bar.symbol, denial.reason)
+            self._batch.orders.append(order_row(order, "rejected", denial.reason))
+        for event in verdict.events:
+            self._record_risk_event(close_ms, event.kind, event.symbol, event.detail)
 
-    def _pending_position(self, symbol: str) -> Decimal:
-        """The position once already-submitted orders fill (so decisions never double up)."""
-        qty = self._portfolio.position(symbol).qty
+    def _positions(self) -> dict[str, Decimal]:
+        """Every open position's signed quantity."""
+        return {symbol: self._portfolio.position(symbol).qty for symbol in self._held}
+
+    def _pending_positions(self) -> dict[str, Decimal]:
+        """Every position once already-submitted orders fill (so decisions never double up).
+
+        Orders submitted earlier in the same slice count too: they are open orders already.
+        """
+        positions = self._positions()
         for order in self._open_orders.values():
-            if order.symbol == symbol:
-                qty += order.qty if order.side is Side.BUY else -order.qty
-        return qty
+            signed = order.qty if order.side is Side.BUY else -order.qty
+            positions[order.symbol] = positions.get(order.symbol, _ZERO) + signed
+        return positions
 
     def _symbol_limits(self, bar: Bar) -> SymbolLimits:
         limits = self._limits.get(bar.symbol)
         if limits is None:
             instrument = self._instruments.get(bar.symbol, bar.close)
-            limits = SymbolLimits(qty_step=instrument.qty_step, min_qty=instrument.min_qty)
+            limits = SymbolLimits(
+                qty_step=instrument.qty_step,
+                min_qty=instrument.min_qty,
+                min_notional_usdt=instrument.min_notional_usdt,
+            )
             self._limits[bar.symbol] = limits
         return limits
 
@@ -476,10 +491,79 @@ class Engine:
         order = self._order_from(intent, decision_id, bar_start_ms, created_ms)
         await self._broker.submit(order)
         self._open_orders[order.client_order_id] = order
-        row = _order_row(order, "submitted")
+        self._record_order(order)
+
+    def _record_order(self, order: Order) -> None:
+        """Store (and publish) a submitted order."""
+        row = order_row(order, "submitted")
         self._batch.orders.append(row)
         if self._publisher.enabled:
             self._publisher.publish("order", row)
+
+    # -- kill switch -------------------------------------------------------------------------
+
+    async def kill(
+        self,
+        *,
+        reason: str,
+        now_ms: int,
+        flatten: bool,
+        price_of: Callable[[str], float | None],
+    ) -> None:
+        """The kill switch: HALTED until `resume`, nothing opens, and flat at once if asked.
+
+        With `flatten`, every pending order is cancelled and each open position is closed now
+        by an emergency fill (`FillReason.FLATTEN`) at its latest traded price, not at the
+        next open. Without it, positions stay, and so do queued orders that only reduce them;
+        queued orders that would open or add are cancelled either way (a kill must not let
+        them fill). Call it between slices; the events and rows land in the pending batch, and
+        the caller flushes.
+
+        Args:
+            reason: the operator's reason, stored with the ``halted`` event.
+            now_ms: exchange time the kill is applied (epoch ms); the fills carry it.
+            flatten: close every open position now.
+            price_of: the latest traded price of a symbol, or None to use its last bar close.
+        """
+        outcome = self._risk.kill(reason=reason, now_ms=now_ms, flatten=flatten)
+        self._record_outcome(outcome, now_ms)
+        if outcome.flatten:
+            self._cancel_pending()
+            await self._close_now(now_ms, price_of)
+        else:
+            self._cancel_opening()
+
+    async def resume(self, *, reason: str, now_ms: int) -> None:
+        """Lift a halt or kill (the operator's resume); drawdown is measured from here on."""
+        self._record_outcome(self._risk.resume(reason=reason, now_ms=now_ms), now_ms)
+
+    def halt_on_error(self, detail: str, now_ms: int) -> None:
+        """HALTED with reason ``error`` (a core loop failed); queued opening orders cancelled.
+
+        The flatten the halt asks for is owed (and saved in the snapshot): it is placed at the
+        next mark, after a restart too, since placing an order needs the event loop. Queued
+        orders that only reduce a position stay. The caller flushes.
+        """
+        outcome = self._risk.halt(reason=StateReason.ERROR, detail=detail, now_ms=now_ms)
+        self._record_outcome(outcome, now_ms)
+        self._cancel_opening()
+        self._flatten_owed = self._flatten_owed or outcome.flatten
+
+    async def _close_now(self, now_ms: int, price_of: Callable[[str], float | None]) -> None:
+        """Close every open position at once at its latest traded price (emergency fills)."""
+        for intent in self._risk.flatten_intents(self._positions()):
+            price = _usable_price(price_of(intent.symbol))
+            if price is None:
+                # A held position has been filled, so its symbol has a mark to fall back on.
+                price = self._portfolio.mark_price(intent.symbol)
+                assert price is not None
+            order = self._order_from(intent, None, now_ms, now_ms)
+            self._record_order(order)
+            fill = await self._broker.fill_now(order, price=price, ts_ms=now_ms)
+            if fill is None:  # the exchange side had nothing left to reduce
+                self._batch.orders.append(order_row(order, "cancelled"))
+            else:
+                self._take_fill(fill, order)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -509,7 +593,7 @@ class Engine:
             batch = self._batch
             self._batch = WriteBatch()
             batch.positions = [
-                self._position_row(symbol, updated_ms)
+                position_row(self.run_id, self._portfolio.position(symbol), updated_ms)
                 for symbol, updated_ms in sorted(self._dirty_positions.items())
             ]
             self._dirty_positions.clear()
@@ -523,18 +607,6 @@ class Engine:
         if wait:
             await self._sink.flush()
 
-    def _position_row(self, symbol: str, updated_ms: int) -> dict[str, Any]:
-        position = self._portfolio.position(symbol)
-        return {
-            "run_id": self.run_id,
-            "symbol": symbol,
-            "qty": float(position.qty),
-            "avg_price": float(position.avg_price),
-            "realized_pnl": float(position.realized_pnl),
-            "fees": float(position.fees),
-            "updated_ms": updated_ms,
-        }
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run after a restart (JSON-able)."""
         return {
@@ -547,7 +619,8 @@ class Engine:
             "rewards": self._rewards.state_dict(),
             "risk": self._risk.state_dict(),
             "strategy": self._strategy.state_dict(),
-            "open_orders": [_order_state(order) for order in self._open_orders.values()],
+            "open_orders": [order_state(order) for order in self._open_orders.values()],
+            "flatten_owed": self._flatten_owed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -561,64 +634,17 @@ class Engine:
         self._risk.load_state_dict(state["risk"])
         self._strategy.load_state_dict(state["strategy"])
         self._open_orders = {
-            raw["client_order_id"]: _order_from_state(raw) for raw in state["open_orders"]
+            raw["client_order_id"]: order_from_state(raw) for raw in state["open_orders"]
         }
+        # Snapshots from before the kill switch have no owed flatten.
+        self._flatten_owed = bool(state.get("flatten_owed", False))
         self._held = {}
         for symbol in self._portfolio.symbols():
             self._refresh_held(symbol)
 
 
-def _order_row(order: Order, status: str, reject_reason: str | None = None) -> dict[str, Any]:
-    return {
-        "id": order.client_order_id,
-        "client_order_id": order.client_order_id,
-        "run_id": order.run_id,
-        "decision_id": order.decision_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "qty": float(order.qty),
-        "status": status,
-        "reject_reason": reject_reason,
-        "leg": order.leg,
-        "reduce_only": order.reduce_only,
-        "created_ms": order.created_ms,
-        "stop_loss": order.stop_loss,
-        "take_profit": order.take_profit,
-    }
-
-
-def _protective_order(run_id: str, fill: Fill, bar_start_ms: int) -> Order:
-    """The orders row for an exit the broker triggered itself (stop-loss, take-profit)."""
-    return Order(
-        client_order_id=fill.order_id,
-        run_id=run_id,
-        decision_id=None,
-        symbol=fill.symbol,
-        side=fill.side,
-        qty=fill.qty,
-        reduce_only=True,
-        leg=_LEG_BY_REASON.get(fill.reason, "exit"),
-        created_ms=bar_start_ms,
-    )
-
-
-def _order_state(order: Order) -> dict[str, Any]:
-    row = _order_row(order, "submitted")
-    row["qty"] = str(order.qty)
-    return row
-
-
-def _order_from_state(raw: dict[str, Any]) -> Order:
-    return Order(
-        client_order_id=raw["client_order_id"],
-        run_id=raw["run_id"],
-        decision_id=raw["decision_id"],
-        symbol=raw["symbol"],
-        side=Side(raw["side"]),
-        qty=Decimal(raw["qty"]),
-        reduce_only=bool(raw["reduce_only"]),
-        leg=raw["leg"],
-        created_ms=int(raw["created_ms"]),
-        stop_loss=raw["stop_loss"],
-        take_profit=raw["take_profit"],
-    )
+def _usable_price(price: float | None) -> Decimal | None:
+    """A quoted price as Decimal, or None when there is none or it is not positive and finite."""
+    if price is None or not (math.isfinite(price) and price > 0.0):
+        return None
+    return Decimal(repr(price))

@@ -1,6 +1,6 @@
 """Builds an engine and its stages from the settings tree.
 
-Owns the wiring of one run's components (strategy, risk gate, paper broker, portfolio, rewards,
+Owns the wiring of one run's components (strategy, risk layer, paper broker, portfolio, rewards,
 feature book) from their settings sections; the replay runner and the daemon both call it, so
 replay and live run the very same pipeline. It must not start tasks or open connections.
 """
@@ -13,7 +13,8 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from risk.gate import RiskGate
+from risk.layer import RiskLayer
+from risk.limits import RiskLimits, limit_names
 from strategies.base import Strategy
 from strategies.hicra import HicraWeights
 from strategies.registry import build_strategy
@@ -108,10 +109,7 @@ def build_engine(
     return Engine(
         run_id=run_id,
         strategy=strategy if strategy is not None else build_strategy_from(settings),
-        risk=RiskGate(
-            max_position_notional_usdt=settings.risk.max_position_notional_usdt,
-            max_drawdown=settings.risk.max_drawdown,
-        ),
+        risk=RiskLayer(RiskLimits(**settings.risk.model_dump(include=set(limit_names())))),
         broker=PaperBroker(
             run_id=run_id,
             taker_fee=Decimal(repr(broker_cfg.taker_fee)),

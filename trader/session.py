@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
@@ -31,6 +31,7 @@ from trader.feeds.backfill import RestBackfill
 from trader.feeds.bybit_ws import BybitKlineFeed, ConfirmedBar, FeedReconnected
 from trader.feeds.slices import SliceAssembler
 from trader.notify import SystemdNotifier
+from trader.persistence.control import ControlCommand, ControlEvent
 
 log = structlog.get_logger()
 
@@ -38,12 +39,26 @@ log = structlog.get_logger()
 TICK_S: Final = 0.2
 #: Shortest wait between two REST backfills that the clock (not a reconnect) asked for.
 RETRY_BACKFILL_S: Final = 1.0
+#: How often the database is asked for operator commands (kill within a second, measured).
+CONTROL_POLL_S: Final = 0.25
 #: Commit latencies kept for the summary and benchmarks.
 _LATENCY_SAMPLES: Final = 100_000
 #: STATUS is refreshed at most this often.
 _STATUS_EVERY_S: Final = 5.0
 
 T = TypeVar("T")
+
+
+class ControlSource(Protocol):
+    """Where operator commands come from (the `control_events` table, MQTT feeding it)."""
+
+    async def pending(self) -> list[ControlEvent]:
+        """Commands not applied yet, oldest first."""
+        ...
+
+    async def applied(self, event: ControlEvent) -> None:
+        """Record that `event` took effect (after its effects were committed)."""
+        ...
 
 
 class _Stopped(Exception):
@@ -73,6 +88,7 @@ class LiveSession:
         grace_ms: How long after a close (exchange time) a confirm may still arrive.
         notifier: Watchdog and STATUS (may be disabled).
         on_rest_bar: Called with each REST bar the session uses (the recorder).
+        controls: Operator commands, polled every `CONTROL_POLL_S` and before trading starts.
         clock_ns: `time.perf_counter_ns`-like clock for latencies.
     """
 
@@ -88,6 +104,7 @@ class LiveSession:
         grace_ms: int,
         notifier: SystemdNotifier,
         on_rest_bar: Callable[[Bar], None] | None = None,
+        controls: ControlSource | None = None,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self._engine = engine
@@ -99,6 +116,8 @@ class LiveSession:
         self._warmup_bars = warmup_bars
         self._notifier = notifier
         self._on_rest_bar = on_rest_bar
+        self._controls = controls
+        self._next_control_s = 0.0
         self._clock_ns = clock_ns
         self._assembler = SliceAssembler(
             self._symbols, interval, last_start_ms=engine.last_slice_start_ms, grace_ms=grace_ms
@@ -121,9 +140,12 @@ class LiveSession:
         """
         stop_waiter = asyncio.create_task(stop.wait(), name="session.stop")
         try:
+            # A kill stored while no daemon ran takes effect before anything trades.
+            await self._apply_controls()
             while not stop.is_set():
                 event = await self._next_event()
                 self._beat()
+                await self._apply_controls()
                 if isinstance(event, ConfirmedBar):
                     self._on_confirmed(event)
                 elif isinstance(event, FeedReconnected):
@@ -144,6 +166,44 @@ class LiveSession:
                 return await anext(self._feed)
         except TimeoutError:
             return None
+
+    async def _apply_controls(self) -> None:
+        """Apply pending operator commands between slices, commit, then mark them applied."""
+        now_s = time.monotonic()
+        if self._controls is None or now_s < self._next_control_s:
+            return
+        self._next_control_s = now_s + CONTROL_POLL_S
+        events = await self._controls.pending()
+        if not events:
+            return
+        engine = self._engine
+        exchange_ms = self._feed.exchange_time_ms
+        now_ms = exchange_ms if exchange_ms is not None else time.time_ns() // 1_000_000
+        for event in events:
+            if event.command is ControlCommand.RESUME:
+                await engine.resume(reason=event.reason, now_ms=now_ms)
+            else:
+                # `flatten` on its own is a kill that flattens: nothing may reopen right after.
+                flatten = event.flatten or event.command is ControlCommand.FLATTEN
+                await engine.kill(
+                    reason=event.reason,
+                    now_ms=now_ms,
+                    flatten=flatten,
+                    price_of=self._feed.last_price,
+                )
+            log.warning(
+                "control_applied",
+                id=event.id,
+                command=event.command.value,
+                source=event.source,
+                reason=event.reason,
+                state=engine.risk.state.value,
+            )
+        # The effects are committed before the commands count as applied: a crash in
+        # between applies them again at the next start, which is harmless.
+        await engine.flush(wait=True)
+        for event in events:
+            await self._controls.applied(event)
 
     def _on_confirmed(self, event: ConfirmedBar) -> None:
         bar = event.bar

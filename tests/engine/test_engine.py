@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from risk.state import TradingState
+from strategies.base import Strategy, SymbolContext
+from strategies.baselines import BuyAndHold
 from tests.support.candles import load_candles
 from tests.support.engine_harness import (
     ListSink,
@@ -16,7 +20,7 @@ from tests.support.engine_harness import (
     settings_for,
     slices,
 )
-from trader.domain import Bar
+from trader.domain import Action, Bar, Decision
 from trader.pipeline import build_engine
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -77,19 +81,31 @@ async def test_nothing_up_to_t_changes_when_later_bars_are_perturbed(
     def upto(sink: ListSink, table: str, key: str) -> list[dict[str, object]]:
         return [row for row in sink.rows(table) if row[key] <= cutoff_ms]
 
+    def orders_upto(sink: ListSink) -> list[dict[str, object]]:
+        # Orders decided on bar t are created at its close; a stop-loss or take-profit exit is
+        # created at the start of the bar that hit it, so bar t + 1's exits start at t's close.
+        return [
+            row
+            for row in sink.rows("orders")
+            if row["created_ms"]
+            <= (btc[t].start_ms if row["leg"] in ("sl", "tp") else btc[t].close_ms)
+        ]
+
     decisions = upto(base, "decisions", "bar_start_ms")
     assert len(decisions) == t + 1
     assert decisions == upto(other, "decisions", "bar_start_ms")
-    # Orders decided on bar t are created at its close; fills up to t happened within bars <= t.
-    orders = [r for r in base.rows("orders") if r["created_ms"] <= btc[t].close_ms]
-    assert orders == [r for r in other.rows("orders") if r["created_ms"] <= btc[t].close_ms]
+    assert orders_upto(base) == orders_upto(other)
     assert upto(base, "fills", "ts_ms") == upto(other, "fills", "ts_ms")
     equity = [r for r in base.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
     assert equity == [r for r in other.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
-    # The perturbation did reach the engine: later bars (and, when positioned, equity) differ.
+    # The perturbation did reach the engine: later bars differ, and equity exactly when the
+    # run held a position after t (buy_hold's default ATR stop closes it early, for good).
     assert base.rows("bars") != other.rows("bars")
-    if strategy != "noop":
-        assert base.rows("equity") != other.rows("equity")
+    positioned = any(
+        r["gross_exposure_usdt"] > 0 for r in base.rows("equity") if r["ts_ms"] > btc[t].close_ms
+    )
+    assert positioned is (strategy in ("ema_cross", "random"))
+    assert (base.rows("equity") != other.rows("equity")) is positioned
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -122,29 +138,43 @@ async def test_restored_engine_ends_identical_when_resumed_mid_run(btc: list[Bar
         assert first.rows(table) + resumed_sink.rows(table) == whole.rows(table), table
 
 
-async def test_drawdown_halts_and_flattens_when_limit_crossed(btc: list[Bar]) -> None:
-    """Crossing max_drawdown halts with a stored reason, flattens, and nothing opens afterwards."""
+async def test_drawdown_reduces_then_halts_and_flattens_when_limits_crossed(
+    btc: list[Bar],
+) -> None:
+    """Soft drawdown sets REDUCING (nothing opens), max_drawdown then halts with a stored
+    reason and flattens, and nothing opens afterwards."""
     settings = settings_for(
         "random",
         risk={"max_drawdown": 0.004, "soft_drawdown": 0.002, "max_position_notional_usdt": 20_000},
-        strategy={"seed": 11},
+        strategy={"seed": 4},
     )
     engine, sink = await run_engine(settings, slices(btc))
     assert engine.risk.state is TradingState.HALTED
-    halts = [row for row in sink.rows("risk_events") if row["kind"] == "halted"]
-    assert len(halts) == 1
-    assert "max_drawdown" in halts[0]["detail"]
-    halted_at = halts[0]["ts_ms"]
+    transitions = [row for row in sink.rows("risk_events") if row["kind"] != "order_denied"]
+    assert [row["kind"] for row in transitions] == ["reducing", "halted"]
+    assert transitions[0]["detail"].startswith("soft_drawdown: ")
+    assert transitions[1]["detail"].startswith("max_drawdown: ")
+    reducing_at, halted_at = transitions[0]["ts_ms"], transitions[1]["ts_ms"]
+    orders = sink.rows("orders")
     opened_after = [
         row
-        for row in sink.rows("orders")
-        if row["created_ms"] > halted_at and not row["reduce_only"] and row["status"] != "rejected"
+        for row in orders
+        if row["created_ms"] >= reducing_at
+        and not row["reduce_only"]
+        and row["status"] != "rejected"
     ]
     assert opened_after == []
-    assert any(row["leg"] == "flatten" for row in sink.rows("orders"))
+    assert any(row["leg"] == "flatten" and row["created_ms"] == halted_at for row in orders)
     assert all(engine.portfolio.position(s).qty == 0 for s in engine.portfolio.symbols())
-    denied = [row for row in sink.rows("orders") if row["status"] == "rejected"]
-    assert all(row["reject_reason"] == "state_halted" for row in denied)
+    denied = {
+        row["created_ms"]: row["reject_reason"] for row in orders if row["status"] == "rejected"
+    }
+    assert {"state_reducing", "state_halted"} <= set(denied.values())
+    for created_ms, reason in denied.items():
+        if created_ms >= halted_at:
+            assert reason == "state_halted"
+        elif created_ms >= reducing_at:
+            assert reason == "state_reducing"
 
 
 async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar]) -> None:
@@ -162,6 +192,36 @@ async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar])
     assert any(r["raw_reward"] != 0 for r in rewards)
 
 
+class _NoStops:
+    """A strategy whose opening decisions carry protective levels no bar reaches.
+
+    Risk fills in an ATR stop-loss and take-profit only where a strategy gives none; these
+    levels keep a buy-and-hold position open for the whole run.
+    """
+
+    def __init__(self, inner: Strategy) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.model_version = inner.model_version
+
+    def decide(self, contexts: Sequence[SymbolContext]) -> list[Decision]:
+        """The inner strategy's decisions, with far-away levels on the opening ones."""
+        return [
+            decision
+            if decision.action is Action.HOLD
+            else dataclasses.replace(decision, stop_loss=1e-6, take_profit=1e12)
+            for decision in self._inner.decide(contexts)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner strategy's state."""
+        return self._inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the inner strategy's state."""
+        self._inner.load_state_dict(state)
+
+
 def _jump(bar: Bar, factor: float) -> Bar:
     """The bar with its close (and high/low as needed) moved by `factor`, still valid."""
     close = bar.close * factor
@@ -173,11 +233,15 @@ async def test_peak_moves_once_per_slice_when_symbols_close_together(
 ) -> None:
     """The peak is the running max of slice-end equity: never set from a half-marked account
     (BTC's new close with ETH's old one) when BTC jumps and ETH falls in the same bar."""
-    k = 1_000  # both long by then (buy_hold enters on the first ready bar)
+    k = 1_000  # both long by then (buy_hold enters on the first ready bar, stops out never)
     btc_moved = [*btc[:k], _jump(btc[k], 1.03), *btc[k + 1 :]]
     eth_moved = [*eth[:k], _jump(eth[k], 0.95), *eth[k + 1 :]]
-    settings = settings_for("buy_hold", risk={"max_position_notional_usdt": 20_000})
-    _, sink = await run_engine(settings, slices(btc_moved + eth_moved))
+    # Both positions fit under the gross and correlated exposure caps (2x and 1x equity).
+    settings = settings_for("buy_hold", risk={"max_position_notional_usdt": 5_000})
+    sink = ListSink()
+    engine = build_engine(settings, run_id="t", sink=sink, strategy=_NoStops(BuyAndHold()))
+    await run_engine(settings, slices(btc_moved + eth_moved), engine=engine, sink=sink)
+    assert all(engine.portfolio.position(s).qty > 0 for s in ("BTCUSDT", "ETHUSDT"))
     peak = 10_000.0
     for row in sink.rows("equity"):
         peak = max(peak, row["equity"])

@@ -8,6 +8,7 @@ already approved every order they receive) or touch the portfolio.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Protocol
 
 from trader.domain import Bar, Fill, Order
@@ -24,12 +25,24 @@ class ExecutionClient(Protocol):
         """Fills caused by this closed bar: pending market orders first, then protective exits."""
         ...
 
+    async def fill_now(self, order: Order, *, price: Decimal, ts_ms: int) -> Fill | None:
+        """Execute a reduce-only order at once: the kill switch's emergency flatten.
+
+        A paper broker fills it at `price` (the latest traded price), marked
+        `FillReason.FLATTEN`; None when there is nothing left to reduce.
+        """
+        ...
+
     def pending_orders(self) -> list[Order]:
         """Orders accepted but not yet filled."""
         ...
 
     def last_cancelled(self) -> list[Order]:
         """Orders the most recent `on_bar` cancelled instead of filling (reduce-only, flat)."""
+        ...
+
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel one pending order; the order, or None when it is not pending."""
         ...
 
     def cancel_all(self, symbol: str | None = None) -> list[Order]:

@@ -15,6 +15,10 @@ Fill rules, in the order `on_bar` applies them to one bar:
    checked against the bar's range (the entry bar included). When both are hit the stop wins;
    the exit fills at the level, or at the open when the bar gapped through it, with the same
    slippage, rounding, clamping and fee, and closes the whole position.
+
+Outside the bars, `fill_now` fills a reduce-only order at once at a given price (the kill
+switch's emergency flatten at the latest traded price), with the same slippage, rounding and
+fee but no bar to clamp into.
 """
 
 from __future__ import annotations
@@ -85,6 +89,43 @@ class PaperBroker:
         self._recent_ids: deque[str] = deque(maxlen=RECENT_IDS_KEPT)
         self._last_cancelled: list[Order] = []
 
+    async def fill_now(self, order: Order, *, price: Decimal, ts_ms: int) -> Fill | None:
+        """Fill a reduce-only order now at `price`, marked `FillReason.FLATTEN`.
+
+        Capped at the position like any reduce-only order; None when nothing is left to reduce
+        or the client order id was seen recently (a retried call never closes twice).
+
+        Raises:
+            ValueError: the order is not reduce-only, or its quantity or price is not positive.
+        """
+        if not order.reduce_only:
+            raise ValueError(f"{order.client_order_id}: only reduce-only orders fill at once")
+        if not (order.qty > 0 and price.is_finite() and price > 0):
+            raise ValueError(f"{order.client_order_id}: qty and price must be positive")
+        if order.client_order_id in self._recent_ids:
+            _log.warning("order_duplicate_ignored", client_order_id=order.client_order_id)
+            return None
+        self._recent_ids.append(order.client_order_id)
+        holding = self._holdings.get(order.symbol)
+        if holding is None or _reducible(holding, order.side) <= 0:
+            return None
+        qty = min(order.qty, _reducible(holding, order.side))
+        instrument = self._instruments.get(order.symbol, price)
+        factor = self._buy_factor if order.side is Side.BUY else self._sell_factor
+        fill_price = instrument.round_price(price * factor, order.side)
+        fill = Fill(
+            order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=fill_price,
+            fee=qty * fill_price * self._taker_fee,
+            ts_ms=ts_ms,
+            reason=FillReason.FLATTEN,
+        )
+        _apply(holding, fill.signed_qty, order)
+        return fill
+
     async def submit(self, order: Order) -> None:
         """Queue an approved order; it fills at the first bar after its decision bar.
 
@@ -137,6 +178,17 @@ class PaperBroker:
         """Orders accepted but not yet filled or cancelled, per symbol in submission order."""
         return [order for queue in self._pending.values() for order in queue]
 
+    def cancel(self, client_order_id: str) -> Order | None:
+        """Cancel one pending order and return it; None when it is not pending."""
+        for symbol, queue in self._pending.items():
+            for index, order in enumerate(queue):
+                if order.client_order_id == client_order_id:
+                    del queue[index]
+                    if not queue:
+                        del self._pending[symbol]
+                    return order
+        return None
+
     def cancel_all(self, symbol: str | None = None) -> list[Order]:
         """Cancel pending orders of one symbol (or all) and return them; levels are kept."""
         if symbol is None:
@@ -169,7 +221,7 @@ class PaperBroker:
             holding = self._holdings[order.symbol] = _Holding()
         qty = order.qty
         if order.reduce_only:
-            reducible = -holding.qty if order.side is Side.BUY else holding.qty
+            reducible = _reducible(holding, order.side)
             if reducible <= 0:
                 self._last_cancelled.append(order)
                 return None
@@ -274,6 +326,11 @@ class PaperBroker:
         self._recent_ids = deque(state["recent_ids"], maxlen=RECENT_IDS_KEPT)
         self._instruments.load_state_dict(state["instruments"])
         self._last_cancelled = []
+
+
+def _reducible(holding: _Holding, side: Side) -> Decimal:
+    """How much a reduce-only order on `side` may fill (0 or less: nothing to reduce)."""
+    return -holding.qty if side is Side.BUY else holding.qty
 
 
 def _apply(holding: _Holding, delta: Decimal, order: Order | None) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -252,6 +253,8 @@ class ControlEventRow(Base):
     command: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(8))
+    # Whether a kill also flattens (`trader kill --no-flatten` stores false).
+    flatten: Mapped[bool] = mapped_column(server_default=true())
     applied_at: Mapped[datetime | None]
 
 

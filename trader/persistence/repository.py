@@ -390,3 +390,13 @@ async def fetch_run_bars(bind: Bind, run_id: str, interval: str, through_ms: int
             Bar(symbol, interval, start, o, h, low, c, v, t, BarSource(source))
             for symbol, start, o, h, low, c, v, t, source in rows
         ]
+
+
+async def latest_model_version(bind: Bind, run_id: str) -> str | None:
+    """The model version of the run's newest decision, or None before its first."""
+    d = DecisionRow
+    stmt = (
+        select(d.model_version).where(d.run_id == run_id).order_by(d.bar_start_ms.desc()).limit(1)
+    )
+    async with _connect(bind) as conn:
+        return (await conn.execute(stmt)).scalar_one_or_none()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from strategies.base import Strategy
 from trader.config import Settings
 from trader.errors import ConfigError
 from trader.persistence import repository
@@ -108,6 +109,7 @@ async def replay(
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     on_slice: Callable[[int], None] | None = None,
+    strategy: Strategy | None = None,
 ) -> ReplayOutcome:
     """Replay `options.sources` through the engine and return the run's results.
 
@@ -119,6 +121,8 @@ async def replay(
         options: sources, pacing, time range, run name and report directory.
         sleep: pacing hook for `--speed N` (tests inject a fake).
         on_slice: progress callback receiving the number of slices handled so far.
+        strategy: a strategy to run instead of the one `strategy.name` builds (tests use it
+            for strategies the settings cannot name; a resumed run must be given the same).
     """
     db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
@@ -137,7 +141,18 @@ async def replay(
             already_complete = False
             snapshot = await repository.load_run_state(db, run_id)
             resumed = snapshot is not None
-            await _run(settings, options, db, run_id, config, snapshot, rejections, sleep, on_slice)
+            await _run(
+                settings,
+                options,
+                db,
+                run_id,
+                config,
+                snapshot,
+                rejections,
+                sleep,
+                on_slice,
+                strategy,
+            )
             results = await load_run_results(db, run_id, rejected=rejections.as_dict())
         report = (
             await write_run_report(db, results, options.report_dir) if options.report_dir else None
@@ -178,9 +193,10 @@ async def _run(
     rejections: RejectionCounter,
     sleep: Callable[[float], Awaitable[None]],
     on_slice: Callable[[int], None] | None,
+    strategy: Strategy | None,
 ) -> None:
     async with build_writer(db, settings.database) as writer:
-        engine = build_engine(settings, run_id=run_id, sink=writer)
+        engine = build_engine(settings, run_id=run_id, sink=writer, strategy=strategy)
         resume_after = -1
         if snapshot is not None:
             engine.load_state_dict(snapshot.state)

@@ -17,7 +17,8 @@ from strategies.hrm.checkpoint import (
     model_version_of,
     save_checkpoint,
 )
-from strategies.hrm.model import FeatureBatch, HRMConfig
+from strategies.hrm.heads import FeatureBatch
+from strategies.hrm.model import HRMConfig
 from strategies.registry import build_strategy
 from trader.errors import ConfigError
 from trader.features.schema import feature_schema_hash

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from strategies.hrm.flat import FlatConfig, FlatTransformer
+from strategies.hrm.heads import CONFIDENCE, SCALAR_HEADS, FeatureBatch, HRMOutputs
 from strategies.hrm.losses import HRMTargets, LossWeights, rollout_loss
-from strategies.hrm.model import HRM, FeatureBatch, HRMConfig, HRMOutputs, count_parameters
+from strategies.hrm.model import HRM, HRMConfig, count_parameters
 
 TINY = HRMConfig.preset("tiny")
 
@@ -50,7 +51,7 @@ def _set_q(
         head.weight[n - 2 :] = torch.randn(2, head.in_features, generator=g) * spread
         head.bias[n - 2], head.bias[n - 1] = halt, cont
         if confidence is not None:
-            column = n - 9 + 1  # the scalars start 9 from the end: size, confidence, ...
+            column = n - SCALAR_HEADS + CONFIDENCE
             head.weight[column] = 0.0
             head.bias[column] = confidence
 
@@ -250,3 +251,14 @@ def test_presets_fit_their_budgets_when_counted() -> None:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         params = count_parameters(HRM(base))
     assert params < 30_000_000
+
+
+def test_inference_keeps_float32_carry_when_autocast_to_bf16() -> None:
+    """Under bf16 autocast (the GPU setting, exercised here on CPU) outputs and carry stay
+    finite float32."""
+    model = HRM(TINY, seed=0).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        result = model.infer(model.initial_carry(3), _batch(3))
+    assert result.carry.z_tactical.dtype == torch.float32
+    assert result.outputs.next_return.dtype == torch.float32
+    assert torch.isfinite(result.outputs.action_logits).all()

@@ -11,7 +11,8 @@ import torch
 
 from strategies.base import SymbolContext
 from strategies.hrm.checkpoint import LoadedModel, fresh_model
-from strategies.hrm.model import HRM, FeatureBatch, HRMCarry, HRMConfig, Inference
+from strategies.hrm.heads import FeatureBatch
+from strategies.hrm.model import HRM, HRMCarry, HRMConfig, Inference
 from strategies.hrm.strategy import HRMStrategy, strategic_phase
 from tests.strategies.hrm.streams import (
     PoisonedView,
