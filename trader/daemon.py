@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trader.bus import ControlRejection, MqttBus, build_bus
 from trader.config import Settings
 from trader.domain import Bar
 from trader.engine import Engine
@@ -47,6 +48,8 @@ from trader.session import LiveSession, SessionCounters
 
 log = structlog.get_logger()
 
+#: How long shutdown waits for queued MQTT events (the database holds them all anyway).
+_BUS_FLUSH_S = 2.0
 #: The `runs.mode` of daemon runs (the live broker does not exist yet).
 PAPER_MODE = "paper"
 #: Settings sections a continued run must share with the one that started it: they shape the
@@ -118,7 +121,11 @@ async def run_daemon(
         run_id, snapshot = await _open_run(db, settings, options)
         async with AsyncExitStack() as stack:
             writer = await stack.enter_async_context(build_writer(db, settings.database))
-            engine = build_engine(settings, run_id=run_id, sink=writer)
+            bus = build_bus(settings.mqtt)
+            if bus is not None:
+                await stack.enter_async_context(bus)
+                stack.push_async_callback(_flush_bus, bus)
+            engine = build_engine(settings, run_id=run_id, sink=writer, publisher=bus)
             if snapshot is not None:
                 await _restore(db, engine, settings, snapshot)
             recording = _open_recording(settings, options, stack)
@@ -155,6 +162,15 @@ async def run_daemon(
                 notifier=notifier,
                 on_rest_bar=_rest_recorder(recording, wall_ms),
                 controls=DatabaseControls(db),
+                on_state=bus.publish_state if bus is not None else None,
+            )
+            mqtt_control = (
+                asyncio.create_task(
+                    _mqtt_control_loop(bus, db, run_id, session.poke_controls),
+                    name="daemon.mqtt_control",
+                )
+                if bus is not None
+                else None
             )
             try:
                 await session.run(stop)
@@ -164,6 +180,10 @@ async def run_daemon(
                 log.exception("daemon_failed", run_id=run_id)
                 notifier.stopping()
                 raise
+            finally:
+                if mqtt_control is not None:
+                    mqtt_control.cancel()
+                    await asyncio.gather(mqtt_control, return_exceptions=True)
             notifier.stopping()
             # Everything processed is committed with its snapshot before anything closes.
             await engine.flush(wait=True)
@@ -191,6 +211,43 @@ class DatabaseControls:
     async def applied(self, event: ControlEvent) -> None:
         """Stamp `applied_at`."""
         await control.mark_applied(self._db, event.id, datetime.now(UTC))
+
+
+async def _mqtt_control_loop(
+    bus: MqttBus, db: AsyncEngine, run_id: str, wake: Callable[[], None]
+) -> None:
+    """Store verified MQTT commands where the session applies them; store and log rejections.
+
+    Going through `control_events` keeps one path for CLI and MQTT commands, so a kill sent over
+    MQTT is also on record and survives a restart exactly like a CLI kill.
+    """
+    async for outcome in bus.control():
+        if isinstance(outcome, ControlRejection):
+            log.warning(
+                "control_rejected",
+                source="mqtt",
+                reason=outcome.reason.value,
+                detail=outcome.detail,
+            )
+            await repository.insert_risk_event(
+                db,
+                run_id=run_id,
+                ts_ms=time.time_ns() // 1_000_000,
+                kind="control_rejected",
+                symbol="",
+                detail=f"mqtt {outcome.reason.value}: {outcome.detail}"[:500],
+            )
+            continue
+        await control.request(
+            db, outcome.command, outcome.reason, source="mqtt", flatten=outcome.flatten
+        )
+        wake()
+
+
+async def _flush_bus(bus: MqttBus) -> None:
+    """Give queued events a moment to reach the broker before the bus closes."""
+    if not await bus.flush(timeout_s=_BUS_FLUSH_S):
+        log.warning("mqtt_events_unsent", waiting=bus.stats().waiting)
 
 
 async def _enter_feed(stack: AsyncExitStack, feed: BybitKlineFeed, settings: Settings) -> None:

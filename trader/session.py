@@ -89,6 +89,8 @@ class LiveSession:
         notifier: Watchdog and STATUS (may be disabled).
         on_rest_bar: Called with each REST bar the session uses (the recorder).
         controls: Operator commands, polled every `CONTROL_POLL_S` and before trading starts.
+        on_state: Receives the trading state after each batch of slices and each command
+            (the retained MQTT state).
         clock_ns: `time.perf_counter_ns`-like clock for latencies.
     """
 
@@ -105,6 +107,7 @@ class LiveSession:
         notifier: SystemdNotifier,
         on_rest_bar: Callable[[Bar], None] | None = None,
         controls: ControlSource | None = None,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self._engine = engine
@@ -117,6 +120,7 @@ class LiveSession:
         self._notifier = notifier
         self._on_rest_bar = on_rest_bar
         self._controls = controls
+        self._on_state = on_state
         self._next_control_s = 0.0
         self._clock_ns = clock_ns
         self._assembler = SliceAssembler(
@@ -167,6 +171,25 @@ class LiveSession:
         except TimeoutError:
             return None
 
+    def poke_controls(self) -> None:
+        """Check for commands at the loop's next turn (a command just arrived)."""
+        self._next_control_s = 0.0
+
+    def _publish_state(self) -> None:
+        if self._on_state is None:
+            return
+        engine = self._engine
+        self._on_state(
+            {
+                "run_id": engine.run_id,
+                "state": engine.risk.state.value,
+                "risk": engine.risk.status(),
+                "last_slice_start_ms": engine.last_slice_start_ms,
+                "slices": self.counters.slices,
+                "reconnects": self._feed.reconnects,
+            }
+        )
+
     async def _apply_controls(self) -> None:
         """Apply pending operator commands between slices, commit, then mark them applied."""
         now_s = time.monotonic()
@@ -204,6 +227,7 @@ class LiveSession:
         await engine.flush(wait=True)
         for event in events:
             await self._controls.applied(event)
+        self._publish_state()
 
     def _on_confirmed(self, event: ConfirmedBar) -> None:
         bar = event.bar
@@ -287,6 +311,7 @@ class LiveSession:
         if live:
             committed_ns = self._clock_ns()
             self.commit_latency_us.extend((committed_ns - ns) // 1_000 for ns in received)
+            self._publish_state()
         self._status(slices[-1][0].start_ms)
 
     def _beat(self) -> None:

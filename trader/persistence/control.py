@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
@@ -64,7 +65,7 @@ async def pending(bind: Bind) -> list[ControlEvent]:
     row = ControlEventRow
     stmt = select(row).where(row.applied_at.is_(None)).order_by(row.id)
     async with _connect(bind) as conn:
-        return [_event(r) for r in (await conn.execute(stmt)).scalars()]
+        return [_event(r) for r in await conn.execute(stmt)]
 
 
 async def recent(bind: Bind, limit: int = 10) -> list[ControlEvent]:
@@ -72,7 +73,7 @@ async def recent(bind: Bind, limit: int = 10) -> list[ControlEvent]:
     row = ControlEventRow
     stmt = select(row).order_by(row.id.desc()).limit(limit)
     async with _connect(bind) as conn:
-        return [_event(r) for r in (await conn.execute(stmt)).scalars()]
+        return [_event(r) for r in await conn.execute(stmt)]
 
 
 async def mark_applied(bind: Bind, event_id: int, applied_at: datetime) -> None:
@@ -85,7 +86,7 @@ async def mark_applied(bind: Bind, event_id: int, applied_at: datetime) -> None:
         )
 
 
-def _event(row: ControlEventRow) -> ControlEvent:
+def _event(row: Any) -> ControlEvent:
     return ControlEvent(
         id=row.id,
         created_at=_aware(row.created_at),

@@ -400,3 +400,14 @@ async def latest_model_version(bind: Bind, run_id: str) -> str | None:
     )
     async with _connect(bind) as conn:
         return (await conn.execute(stmt)).scalar_one_or_none()
+
+
+async def insert_risk_event(
+    bind: Bind, *, run_id: str, ts_ms: int, kind: str, symbol: str, detail: str
+) -> None:
+    """Store one risk event outside the engine's batches (a rejected control command)."""
+    async with _connect(bind, write=True) as conn:
+        stmt = insert_for(conn.dialect.name, Base.metadata.tables["risk_events"]).values(
+            run_id=run_id, ts_ms=ts_ms, kind=kind, symbol=symbol, detail=detail
+        )
+        await conn.execute(stmt.on_conflict_do_nothing())
