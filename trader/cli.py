@@ -268,12 +268,12 @@ def kill(
     config: ConfigOption = None,
 ) -> None:
     """Stop opening positions at once (and flatten); lasts across restarts until `resume`."""
-    from trader.persistence.control import ControlCommand
+    from trader.domain import ControlCommand
 
-    event_id = _run(lambda: _control(config, ControlCommand.KILL, reason, flatten=flatten))
+    event_id, sent = _run(lambda: _control(config, ControlCommand.KILL, reason, flatten=flatten))
     typer.echo(
-        f"kill #{event_id} stored; a running daemon applies it within a second, otherwise "
-        "the next start applies it before trading"
+        f"kill #{event_id} stored{' and sent over MQTT' if sent else ''}; a running daemon "
+        "applies it within a second, otherwise the next start applies it before trading"
     )
 
 
@@ -285,24 +285,62 @@ def resume(
     config: ConfigOption = None,
 ) -> None:
     """Lift a kill (or a drawdown halt): trading reopens."""
-    from trader.persistence.control import ControlCommand
+    from trader.domain import ControlCommand
 
-    event_id = _run(lambda: _control(config, ControlCommand.RESUME, reason, flatten=False))
-    typer.echo(f"resume #{event_id} stored; a running daemon applies it within a second")
+    event_id, sent = _run(lambda: _control(config, ControlCommand.RESUME, reason, flatten=False))
+    typer.echo(
+        f"resume #{event_id} stored{' and sent over MQTT' if sent else ''}; a running daemon "
+        "applies it within a second"
+    )
 
 
-async def _control(config: Path | None, command: Any, reason: str, *, flatten: bool) -> int:
-    from trader.persistence import control
-    from trader.persistence.database import make_engine
-    from trader.persistence.migrate import ensure_schema
+async def _control(
+    config: Path | None, command: Any, reason: str, *, flatten: bool
+) -> tuple[int, bool]:
+    """Store the command (the path that always works), then also send it over MQTT if set."""
+    from trader.persistence._control_sqlite import request_fast
 
     settings = _settings(config)
+    event_id = request_fast(
+        settings.database.url,
+        command.value,
+        reason,
+        source="cli",
+        flatten=flatten,
+        busy_timeout_ms=settings.database.busy_timeout_ms,
+    )
+    if event_id is None:
+        event_id = await _control_slow(settings, command, reason, flatten=flatten)
+    sent = False
+    if settings.mqtt.url is not None:
+        from trader.bus.sender import send_command
+
+        sent = await send_command(settings.mqtt, command, reason, flatten=flatten)
+    return event_id, sent
+
+
+async def _control_slow(settings: Settings, command: Any, reason: str, *, flatten: bool) -> int:
+    """The general path: any database, migrated first when it is empty."""
+    from sqlalchemy.exc import DBAPIError
+
+    from trader.persistence import control
+    from trader.persistence.database import make_engine
+
     db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
-        await ensure_schema(db)
-        return await control.request(db, command, reason, source="cli", flatten=flatten)
+        try:
+            event_id = await control.request(db, command, reason, source="cli", flatten=flatten)
+        except DBAPIError:
+            # No table (a fresh database) or an old schema: only now pay for Alembic, which
+            # migrates the empty database or refuses the old one with the line to run. Not
+            # checking first keeps a kill fast (the check costs a third of the command's time).
+            from trader.persistence.migrate import ensure_schema
+
+            await ensure_schema(db)
+            event_id = await control.request(db, command, reason, source="cli", flatten=flatten)
     finally:
         await db.dispose()
+    return event_id
 
 
 @app.command()

@@ -96,6 +96,14 @@ class FillReason(StrEnum):
     FLATTEN = "flatten"
 
 
+class ControlCommand(StrEnum):
+    """What an operator can ask of a running (or the next) daemon (`control_events.command`)."""
+
+    KILL = "kill"
+    RESUME = "resume"
+    FLATTEN = "flatten"
+
+
 @dataclass(frozen=True, slots=True)
 class Bar:
     """One confirmed (closed) candle; validated before it is constructed by the parsers."""

@@ -36,11 +36,11 @@ from trader.persistence.control import ControlCommand, ControlEvent
 log = structlog.get_logger()
 
 #: The loop wakes at least this often without events (stop flag, overdue confirms, watchdog).
-TICK_S: Final = 0.2
+TICK_S: Final = 0.1
 #: Shortest wait between two REST backfills that the clock (not a reconnect) asked for.
 RETRY_BACKFILL_S: Final = 1.0
 #: How often the database is asked for operator commands (kill within a second, measured).
-CONTROL_POLL_S: Final = 0.25
+CONTROL_POLL_S: Final = 0.1
 #: Commit latencies kept for the summary and benchmarks.
 _LATENCY_SAMPLES: Final = 100_000
 #: STATUS is refreshed at most this often.

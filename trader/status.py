@@ -73,7 +73,7 @@ async def gather_status(
     snapshot = await repository.load_run_state(db, run_id)
     if snapshot is not None:
         engine.load_state_dict(snapshot.state)
-    risk = engine.risk.status() if hasattr(engine.risk, "status") else {}
+    risk = engine.risk.status()
     equity = await repository.fetch_equity(db, run_id)
     decisions = await repository.latest_model_version(db, run_id)
     last_bars = await repository.last_bar_starts(db, run_id)

@@ -27,6 +27,7 @@ from trader.config import Settings
 from trader.persistence import control
 from trader.persistence.control import ControlCommand
 from trader.persistence.database import make_engine
+from trader.status import StatusReport, gather_status
 
 _SECRET = "a-test-control-secret-0123456789"
 _WAIT_S = 30.0
@@ -112,6 +113,14 @@ async def _request(db: DaemonDb, command: ControlCommand, *, flatten: bool = Tru
         await engine.dispose()
 
 
+async def _status(db: DaemonDb, settings: Settings) -> StatusReport:
+    engine = make_engine(f"sqlite+aiosqlite:///{db.path}")
+    try:
+        return await gather_status(engine, settings)
+    finally:
+        await engine.dispose()
+
+
 async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
     tmp_path: Path,
 ) -> None:
@@ -131,6 +140,8 @@ async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
         flatten_fills = db.rows("SELECT count(*) FROM fills WHERE reason = 'flatten'")
         assert flatten_fills[0][0] >= 1
         assert any(detail.startswith("kill") for detail in daemon.risk_events("halted"))
+        report = await _status(db, daemon.settings)
+        assert (report.state, report.reason, report.positions) == ("HALTED", "kill", {})
 
         restarted = _Daemon(fake, db, daemon.settings)
         async with asyncio.TaskGroup() as group:

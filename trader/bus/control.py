@@ -51,8 +51,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from trader.domain import ControlCommand as CommandName
 from trader.errors import ConfigError
-from trader.persistence.control import ControlCommand as CommandName
 
 #: Commands accepted without a signature: they can only stop or reduce trading.
 UNSIGNED_COMMANDS = frozenset({CommandName.KILL, CommandName.FLATTEN})

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from trader.domain import ControlCommand
 from trader.persistence.models import ControlEventRow
 from trader.persistence.repository import Bind, _connect
 
-
-class ControlCommand(StrEnum):
-    """What an operator can ask of a running (or the next) daemon."""
-
-    KILL = "kill"
-    RESUME = "resume"
-    FLATTEN = "flatten"
+__all__ = ["ControlCommand", "ControlEvent", "mark_applied", "pending", "recent", "request"]
 
 
 @dataclass(frozen=True, slots=True)
