@@ -15,19 +15,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from strategies.hrm.layers import EncoderStack, InputNetwork, lecun_init_, rms_norm
-from strategies.hrm.model import (
-    ACTIONS,
-    MODEL_CODE_VERSION,
+from strategies.hrm.heads import (
     FeatureBatch,
-    HRMCarry,
-    HRMConfig,
     HRMOutputs,
-    Inference,
-    init_head_,
+    init_tactical_head_,
+    tactical_outputs,
 )
-
-__all__ = ["MODEL_CODE_VERSION", "FlatConfig", "FlatTransformer"]
+from strategies.hrm.layers import EncoderStack, InputNetwork, lecun_init_, rms_norm
+from strategies.hrm.model import HRMCarry, Inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +57,6 @@ class FlatConfig:
             return cls(width=16, layers=2, heads=2, instrument_buckets=16, max_positions=320)
         raise ValueError(f"unknown preset {name!r}; choose small, base or tiny")
 
-    def as_hrm_heads(self) -> HRMConfig:
-        """An HRMConfig that shares this model's head layout (for decoding outputs)."""
-        return HRMConfig(
-            n_features=self.n_features,
-            n_account=self.n_account,
-            strategic_width=self.width,
-            tactical_width=self.width,
-            heads=self.heads,
-            horizons=self.horizons,
-            min_atr_distance=self.min_atr_distance,
-        )
-
 
 class FlatTransformer(nn.Module):
     """Plain transformer baseline; same inputs, same outputs, same streaming call as `HRM`.
@@ -89,7 +72,6 @@ class FlatTransformer(nn.Module):
     def __init__(self, config: FlatConfig, *, seed: int = 0) -> None:
         super().__init__()
         self.config = c = config
-        self._heads = config.as_hrm_heads()
         self.input = InputNetwork(
             n_features=c.n_features,
             n_account=c.n_account,
@@ -105,11 +87,13 @@ class FlatTransformer(nn.Module):
         )
         self.readout = nn.Parameter(torch.zeros(1, 1, c.width))
         self.strategic_head = nn.Linear(c.width, 4)
-        self.tactical_head = nn.Linear(c.width, len(ACTIONS) + len(c.horizons) + 9)
+        self.tactical_head = nn.Linear(c.width, tactical_outputs(len(c.horizons)))
         generator = torch.Generator().manual_seed(seed)
         lecun_init_(self, generator)
         nn.init.normal_(self.readout, 0.0, 1.0, generator=generator)
-        init_head_(self.tactical_head, self._heads)
+        init_tactical_head_(
+            self.tactical_head, horizons=len(c.horizons), min_atr_distance=c.min_atr_distance
+        )
 
     def initial_carry(self, batch_size: int) -> HRMCarry:
         """An empty carry (the baseline has no recurrent state). # (B, 0, 0) each"""
@@ -128,7 +112,12 @@ class FlatTransformer(nn.Module):
         pooled = rms_norm(h[:, -1])  # (B, D)
         tactical: Tensor = self.tactical_head(pooled)
         strategic: Tensor = self.strategic_head(pooled)
-        return HRMOutputs.decode(tactical, strategic, self._heads)
+        return HRMOutputs.decode(
+            tactical,
+            strategic,
+            horizons=len(self.config.horizons),
+            min_atr_distance=self.config.min_atr_distance,
+        )
 
     def infer(self, carry: HRMCarry, batch: FeatureBatch) -> Inference:
         """Streaming call with the HRM's signature: one pass, the carry passed through."""

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from strategies.base import SymbolContext
+from strategies.hrm.heads import FeatureBatch
 from strategies.hrm.layers import instrument_bucket, timeframe_index
-from strategies.hrm.model import FeatureBatch
 from trader.features.schema import account_vector
 
 #: Scaled features may sit exactly on the clip bound; allow float rounding on top of it.

@@ -55,33 +55,42 @@ def lecun_init_(module: nn.Module, generator: torch.Generator) -> None:
             nn.init.trunc_normal_(sub.weight, 0.0, std, -2 * std, 2 * std, generator=generator)
 
 
+#: Rotary (cos, signed sin) tables for the positions of one call. # (S, hd) each
+Angles = tuple[Tensor, Tensor]
+#: Keys and values of one layer's tokens, kept so later tokens can attend to them.
+KeyValue = tuple[Tensor, Tensor]
+
+
 class Rotary(nn.Module):
-    """Rotary position tables for sequences up to `max_positions` long (not saved: derived)."""
+    """Rotary position tables for sequences up to `max_positions` long (not saved: derived).
+
+    The sine table carries the sign of the rotate-half trick, so rotating is
+    `x * cos + x.roll(hd / 2) * sin`: four tensor ops (their count, not their arithmetic,
+    dominates small-batch CPU latency).
+    """
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10_000.0) -> None:
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
-        angles = torch.cat((angles, angles), dim=-1)[:, None, None, :]  # (P, 1, 1, hd)
         self.cos: Tensor
         self.sin: Tensor
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        cos, sin = angles.cos(), angles.sin()  # (P, hd / 2)
+        self.register_buffer("cos", torch.cat((cos, cos), dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat((-sin, sin), dim=-1), persistent=False)
 
-    def forward(self, qk: Tensor, offset: int) -> Tensor:
-        """Rotate queries and keys together by position offset.. # (B, S, 2, H, hd)"""
-        end = offset + qk.shape[1]
+    def angles(self, offset: int, length: int) -> Angles:
+        """The tables of positions offset .. offset + length - 1. # (S, hd) each"""
+        end = offset + length
         if end > self.cos.shape[0]:
             raise ValueError(f"position {end} exceeds {self.cos.shape[0]} rotary positions")
-        cos = self.cos[offset:end].to(qk.dtype)
-        sin = self.sin[offset:end].to(qk.dtype)
-        half = qk.shape[-1] // 2
-        rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
-        return qk * cos + rotated * sin
+        return self.cos[offset:end], self.sin[offset:end]
 
 
-#: Keys and values of one layer's tokens, kept so later tokens can attend to them.
-KeyValue = tuple[Tensor, Tensor]
+def rotate(x: Tensor, angles: Angles) -> Tensor:
+    """Apply rotary positions along the second-to-last dimension, in x's dtype. # (..., S, hd)"""
+    cos, sin = angles
+    return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, dims=-1) * sin.to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -90,28 +99,27 @@ class SelfAttention(nn.Module):
     Windows hold only past bars, so attention is bidirectional within them.
     """
 
-    def __init__(self, width: int, heads: int, rotary: Rotary) -> None:
+    def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.out = nn.Linear(width, width, bias=False)
-        self.rotary = rotary
 
     def forward(
-        self, x: Tensor, memory: KeyValue | None = None, offset: int = 0
+        self, x: Tensor, angles: Angles, memory: KeyValue | None = None
     ) -> tuple[Tensor, KeyValue]:
         """Attend over `memory` (earlier positions) and `x` itself.
 
         Args:
-            x: the tokens at positions offset.. # (B, S, D)
+            x: the tokens. # (B, S, D)
+            angles: rotary tables of x's positions. # (S, hd) each
             memory: keys and values of earlier tokens. # (B, H, M, hd) each
-            offset: position of x's first token.
 
         Returns:
             The attention output # (B, S, D), and x's own keys and values # (B, H, S, hd).
         """
         batch, seq, width = x.shape
-        q, k, v = self._project(x, offset)
+        q, k, v = self._project(x, angles)
         keys, values = k, v
         if memory is not None:
             keys = torch.cat((memory[0], k), dim=2)  # (B, H, M + S, hd)
@@ -120,17 +128,17 @@ class SelfAttention(nn.Module):
         out: Tensor = self.out(y.transpose(1, 2).reshape(batch, seq, width))
         return out, (k, v)
 
-    def key_value(self, x: Tensor) -> KeyValue:
-        """Only the keys and values of x at positions 0.. (a memory nothing reads back)."""
-        _, k, v = self._project(x, 0)
+    def key_value(self, x: Tensor, angles: Angles) -> KeyValue:
+        """Only the keys and values of x (a memory whose own outputs nothing reads)."""
+        _, k, v = self._project(x, angles)
         return k, v
 
-    def _project(self, x: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _project(self, x: Tensor, angles: Angles) -> tuple[Tensor, Tensor, Tensor]:
         batch, seq, width = x.shape
-        qkv = self.qkv(x).view(batch, seq, 3, self.heads, width // self.heads)  # (B,S,3,H,hd)
-        qk = self.rotary(qkv[:, :, :2], offset).transpose(1, 3)  # (B, H, 2, S, hd)
-        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, S, hd)
-        return qk[:, :, 0], qk[:, :, 1], v  # (B, H, S, hd) each
+        qkv = self.qkv(x).view(batch, seq, 3, self.heads, width // self.heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, S, hd)
+        q, k = rotate(qkv[:2], angles).unbind(0)  # (B, H, S, hd) each
+        return q, k, qkv[2]
 
 
 class SwiGLU(nn.Module):
@@ -156,18 +164,18 @@ def _multiple_of(value: int, multiple: int) -> int:
 class EncoderBlock(nn.Module):
     """Post-norm transformer encoder block: x = norm(x + attn(x)); x = norm(x + ffn(x))."""
 
-    def __init__(self, width: int, heads: int, expansion: float, rotary: Rotary) -> None:
+    def __init__(self, width: int, heads: int, expansion: float) -> None:
         super().__init__()
         if width % heads or (width // heads) % 2:
             raise ValueError(f"width {width} must split into {heads} heads of even size")
-        self.attn = SelfAttention(width, heads, rotary)
+        self.attn = SelfAttention(width, heads)
         self.ffn = SwiGLU(width, expansion)
 
     def forward(
-        self, x: Tensor, memory: KeyValue | None = None, offset: int = 0
+        self, x: Tensor, angles: Angles, memory: KeyValue | None = None
     ) -> tuple[Tensor, KeyValue]:
         """# (B, S, D) -> (B, S, D), plus x's keys and values for later tokens"""
-        attended, kv = self.attn(x, memory, offset)
+        attended, kv = self.attn(x, angles, memory)
         x = rms_norm(x + attended)
         return rms_norm(x + self.ffn(x)), kv
 
@@ -187,32 +195,32 @@ class EncoderStack(nn.Module):
         self, *, width: int, layers: int, heads: int, expansion: float, max_positions: int
     ) -> None:
         super().__init__()
-        rotary = Rotary(width // heads, max_positions)
-        self.blocks = nn.ModuleList(
-            EncoderBlock(width, heads, expansion, rotary) for _ in range(layers)
-        )
+        self.rotary = Rotary(width // heads, max_positions)
+        self.blocks = nn.ModuleList(EncoderBlock(width, heads, expansion) for _ in range(layers))
 
     def forward(self, x: Tensor) -> Tensor:
         """A plain encoder pass. # (B, S, D) -> (B, S, D)"""
+        angles = self.rotary.angles(0, x.shape[1])
         for block in self.blocks:
-            x, _ = block(x)
+            x, _ = block(x, angles)
         return x
 
     def encode(self, x: Tensor) -> list[KeyValue]:
         """Each layer's keys and values of a window (the last layer's output is never needed)."""
+        angles = self.rotary.angles(0, x.shape[1])
         memory: list[KeyValue] = []
         blocks: list[EncoderBlock] = list(self.blocks)  # type: ignore[arg-type]
         for block in blocks[:-1]:
-            x, kv = block(x)
+            x, kv = block(x, angles)
             memory.append(kv)
-        memory.append(blocks[-1].attn.key_value(x))
+        memory.append(blocks[-1].attn.key_value(x, angles))
         return memory
 
     def refine(self, z: Tensor, memory: list[KeyValue]) -> Tensor:
         """Latent tokens after the window, through every layer. # (B, P, D) -> (B, P, D)"""
-        offset = memory[0][0].shape[2]
+        angles = self.rotary.angles(memory[0][0].shape[2], z.shape[1])
         for block, kv in zip(self.blocks, memory, strict=True):
-            z, _ = block(z, kv, offset)
+            z, _ = block(z, angles, kv)
         return z
 
 
@@ -234,7 +242,6 @@ class InputNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.proj = nn.Linear(n_features, width)
-        self.norm = nn.RMSNorm(width, eps=RMS_EPS)
         self.glu = nn.Linear(width, 2 * width)
         self.account = nn.Linear(n_account, width)
         self.instrument = nn.Embedding(instrument_buckets, width)
@@ -254,7 +261,7 @@ class InputNetwork(nn.Module):
         Returns:
             The bar tokens followed by the account token. # (B, T + 1, D)
         """
-        h = F.glu(self.glu(self.norm(self.proj(window))), dim=-1)  # (B, T, D)
+        h = F.glu(self.glu(rms_norm(self.proj(window))), dim=-1)  # (B, T, D)
         context = self.instrument(instrument) + self.timeframe(timeframe)  # (B, D)
         h = h + context[:, None, :]
         acct = (self.account(account) + context)[:, None, :]  # (B, 1, D)

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from strategies.hrm.model import HRMOutputs, Rollout
+from strategies.hrm.heads import HRMOutputs
+from strategies.hrm.model import Rollout
 
 
 @dataclass(frozen=True, slots=True)

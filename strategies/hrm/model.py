@@ -10,20 +10,30 @@ tactical steps with z_H held fixed, and the heads. Only the last strategic updat
 tactical step carry gradients (the 1-step approximation); deep supervision runs M segments with
 the carry detached between them; an ACT Q-head decides halt/continue after each segment.
 
-Return heads are in ATR units: a predicted log return divided by the bar's `atr_14` (ATR over
-close), so one head serves instruments of any volatility. It must not do I/O, read features
-from buffers, or turn outputs into orders (that is `policy.py`).
+Each level encodes its window once per call (`EncoderStack.encode`); its refinement steps then
+move only the few latent tokens, which attend to that cached window memory, so extra steps cost
+little. Heads and their units live in `heads.py`. It must not do I/O, read features from
+buffers, or turn outputs into orders (that is `policy.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from strategies.hrm.heads import (
+    ACTIONS,
+    CONFIDENCE,
+    Q_CONTINUE,
+    Q_HALT,
+    FeatureBatch,
+    HRMOutputs,
+    init_tactical_head_,
+    tactical_outputs,
+)
 from strategies.hrm.layers import (
     EncoderStack,
     InputNetwork,
@@ -32,25 +42,11 @@ from strategies.hrm.layers import (
     rms_norm,
     select_memory,
 )
-from trader.domain import Action
 
-#: Order of the action logits.
-ACTIONS: tuple[Action, ...] = (
-    Action.BUY_LONG,
-    Action.SELL_SHORT,
-    Action.CLOSE_LONG,
-    Action.CLOSE_SHORT,
-    Action.HOLD,
-)
-REGIMES: tuple[str, ...] = ("trending", "ranging", "volatile")
 #: Bumped whenever the architecture below changes; checkpoints record it.
 MODEL_CODE_VERSION = 1
 Preset = Literal["tiny", "small", "base"]
 Memory = list[KeyValue]
-# Column layout of the fused tactical head, after the action logits and the horizon returns.
-_SIZE, _CONF, _STOP, _TAKE, _VALUE, _NEXT, _DIR, _Q_HALT, _Q_CONT = range(9)
-_STOP_INIT_ATR, _TAKE_INIT_ATR = 1.5, 3.0
-_Q_HALT_INIT, _Q_CONT_INIT = -5.0, -5.5  # untrained: prefer halting, Q near 0 (pessimistic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +61,8 @@ class HRMConfig:
     n_account: int = 4
     strategic_width: int = 128
     strategic_layers: int = 2
-    tactical_width: int = 64
-    tactical_layers: int = 2
+    tactical_width: int = 96
+    tactical_layers: int = 1
     heads: int = 4
     expansion: float = 4.0
     strategic_tokens: int = 4
@@ -138,36 +134,8 @@ class HRMConfig:
 
     @property
     def tactical_outputs(self) -> int:
-        """Width of the fused tactical head: 5 actions, the horizons and 9 scalars."""
-        return len(ACTIONS) + len(self.horizons) + 9
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureBatch:
-    """One batch of model inputs (typed, no string keys).
-
-    `strategic` holds the strategic windows of the rows listed in `strategic_rows` only (all
-    rows when `strategic_rows` is None); None means no row runs the strategic module.
-    """
-
-    tactical: Tensor  # (B, T_tac, F) scaled features, oldest first
-    account: Tensor  # (B, A) scaled account vector
-    instrument: Tensor  # (B,) long instrument bucket
-    timeframe: Tensor  # (B,) long timeframe index
-    strategic: Tensor | None = None  # (S, T_str, F)
-    strategic_rows: Tensor | None = None  # (S,) long rows of the batch, ascending
-
-    def rows(self) -> Tensor:
-        """Row indices the strategic windows belong to. # (S,) long"""
-        if self.strategic_rows is not None:
-            return self.strategic_rows
-        return torch.arange(self.tactical.shape[0], device=self.tactical.device)
-
-    def tactical_only(self, rows: Tensor) -> FeatureBatch:
-        """The tactical inputs of some rows, with no strategic windows."""
-        return FeatureBatch(
-            self.tactical[rows], self.account[rows], self.instrument[rows], self.timeframe[rows]
-        )
+        """Width of the fused tactical head (see `heads.tactical_outputs`)."""
+        return tactical_outputs(len(self.horizons))
 
 
 @dataclass(slots=True)
@@ -198,52 +166,6 @@ def _put(base: Tensor, rows: Tensor, part: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True, slots=True)
-class HRMOutputs:
-    """Decoded heads, one row per batch row. Returns are in ATR units (see module docstring)."""
-
-    action_logits: Tensor  # (B, 5) in ACTIONS order
-    size: Tensor  # (B,) in [0, 1]
-    confidence: Tensor  # (B,) in [0, 1]
-    stop_loss_atr: Tensor  # (B,) > 0
-    take_profit_atr: Tensor  # (B,) > 0
-    value: Tensor  # (B,)
-    next_return: Tensor  # (B,) next-bar log return / ATR
-    direction_logit: Tensor  # (B,) logit of P(next return > 0)
-    horizon_returns: Tensor  # (B, H) log return over config.horizons / ATR
-    q_halt: Tensor  # (B,) ACT Q logits
-    q_continue: Tensor  # (B,)
-    regime_logits: Tensor  # (B, 3) in REGIMES order
-    risk_budget: Tensor  # (B,) in [0, 1]
-
-    @staticmethod
-    def decode(tactical: Tensor, strategic: Tensor, config: HRMConfig) -> HRMOutputs:
-        """Split the fused heads (B, config.tactical_outputs) and (B, 4) into named outputs."""
-        tactical, strategic = tactical.float(), strategic.float()
-        n_act, n_hor = len(ACTIONS), len(config.horizons)
-        scalars = tactical[:, n_act + n_hor :]  # (B, 9)
-        floor = config.min_atr_distance
-        return HRMOutputs(
-            action_logits=tactical[:, :n_act],
-            size=torch.sigmoid(scalars[:, _SIZE]),
-            confidence=torch.sigmoid(scalars[:, _CONF]),
-            stop_loss_atr=F.softplus(scalars[:, _STOP]) + floor,
-            take_profit_atr=F.softplus(scalars[:, _TAKE]) + floor,
-            value=scalars[:, _VALUE],
-            next_return=scalars[:, _NEXT],
-            direction_logit=scalars[:, _DIR],
-            horizon_returns=tactical[:, n_act : n_act + n_hor],
-            q_halt=scalars[:, _Q_HALT],
-            q_continue=scalars[:, _Q_CONT],
-            regime_logits=strategic[:, :3],
-            risk_budget=torch.sigmoid(strategic[:, 3]),
-        )
-
-    def select(self, rows: Tensor) -> HRMOutputs:
-        """The outputs of some rows."""
-        return HRMOutputs(*(getattr(self, f.name)[rows] for f in fields(self)))
-
-
-@dataclass(frozen=True, slots=True)
 class Inference:
     """What one streaming call returns: the new carry, the outputs and ACT segments per row."""
 
@@ -260,18 +182,6 @@ class Rollout:
     active: list[Tensor]  # per segment (B,) bool: the row had not halted before this segment
     carry: HRMCarry
     act_steps: Tensor  # (B,) long, segment at which each row halted
-
-
-def init_head_(head: nn.Linear, config: HRMConfig) -> None:
-    """Start the fused tactical head at sane untrained outputs (stops 1.5 ATR, Q pessimistic)."""
-    base = len(ACTIONS) + len(config.horizons)
-    with torch.no_grad():
-        for column, target in ((_STOP, _STOP_INIT_ATR), (_TAKE, _TAKE_INIT_ATR)):
-            excess = torch.tensor(target - config.min_atr_distance)
-            head.bias[base + column] = excess + torch.log(-torch.expm1(-excess))  # softplus⁻¹
-        for column, bias in ((_Q_HALT, _Q_HALT_INIT), (_Q_CONT, _Q_CONT_INIT)):
-            head.weight[base + column].zero_()
-            head.bias[base + column] = bias
 
 
 class HRM(nn.Module):
@@ -315,7 +225,9 @@ class HRM(nn.Module):
         self.tactical_head = nn.Linear(c.tactical_width, c.tactical_outputs)
         generator = torch.Generator().manual_seed(seed)
         lecun_init_(self, generator)
-        init_head_(self.tactical_head, c)
+        init_tactical_head_(
+            self.tactical_head, horizons=len(c.horizons), min_atr_distance=c.min_atr_distance
+        )
         self.z_strategic_init: Tensor
         self.z_tactical_init: Tensor
         z_h = torch.randn(c.strategic_tokens, c.strategic_width, generator=generator)
@@ -359,7 +271,7 @@ class HRM(nn.Module):
 
     def _segment(
         self, carry: HRMCarry, memory_t: Memory, memory_s: Memory | None, rows: Tensor | None
-    ) -> tuple[HRMCarry, Tensor, Tensor]:
+    ) -> tuple[HRMCarry, Tensor]:
         c = self.config
         z_h, z_l = carry.z_strategic, carry.z_tactical
         if memory_s is not None and rows is not None:
@@ -378,15 +290,25 @@ class HRM(nn.Module):
                 z_l = self._tactical_step(z_l, goal, memory_t)
         z_l = self._tactical_step(z_l, goal, memory_t)  # the one tactical step with grad
         tactical: Tensor = self.tactical_head(rms_norm(z_l.mean(dim=1)))  # (B, n_out)
-        strategic: Tensor = self.strategic_head(rms_norm(z_h.mean(dim=1)))  # (B, 4)
-        return HRMCarry(z_h, z_l), tactical, strategic
+        return HRMCarry(z_h, z_l), tactical
+
+    def _decode(self, tactical: Tensor, strategic: Tensor) -> HRMOutputs:
+        c = self.config
+        return HRMOutputs.decode(
+            tactical, strategic, horizons=len(c.horizons), min_atr_distance=c.min_atr_distance
+        )
+
+    def _strategic_heads(self, z_h: Tensor) -> Tensor:
+        out: Tensor = self.strategic_head(rms_norm(z_h.mean(dim=1)))  # (B, 4)
+        return out
 
     def segment(self, carry: HRMCarry, batch: FeatureBatch) -> tuple[HRMCarry, HRMOutputs]:
         """One deep-supervision segment with the 1-step gradient (see the module docstring)."""
         memory_t, memory_s = self._encode(batch)
         rows = batch.rows() if memory_s is not None else None
-        carry, tactical, strategic = self._segment(carry, memory_t, memory_s, rows)
-        return carry, HRMOutputs.decode(tactical, strategic, self.config)
+        carry, tactical = self._segment(carry, memory_t, memory_s, rows)
+        strategic = self._strategic_heads(carry.z_strategic)
+        return carry, self._decode(tactical, strategic)
 
     def rollout(
         self, carry: HRMCarry, batch: FeatureBatch, *, generator: torch.Generator | None = None
@@ -431,29 +353,29 @@ class HRM(nn.Module):
         confident, or when m reaches its budget: M_max, or `act_max_segments_scaled` while
         its confidence is below the threshold. Only rows still running are recomputed.
         """
-        c = self.config
         memory_t, memory_s = self._encode(batch)
         rows = batch.rows() if memory_s is not None else None
-        carry, tactical, strategic = self._segment(carry, memory_t, memory_s, rows)
+        carry, tactical = self._segment(carry, memory_t, memory_s, rows)
         steps = torch.ones(tactical.shape[0], dtype=torch.long, device=tactical.device)
         running = self._running(tactical, steps)
         while bool(running.any()):
             idx = running.nonzero().squeeze(1)
             memory = select_memory(memory_t, idx)
-            part, part_tactical, _ = self._segment(carry.select(idx), memory, None, None)
+            part, part_tactical = self._segment(carry.select(idx), memory, None, None)
             carry = carry.merge(idx, part)
             tactical = _put(tactical, idx, part_tactical)
             steps[idx] += 1
             running[idx] = self._running(part_tactical, steps[idx])
-        return Inference(carry, HRMOutputs.decode(tactical, strategic, c), steps)
+        strategic = self._strategic_heads(carry.z_strategic)
+        return Inference(carry, self._decode(tactical, strategic), steps)
 
     def _running(self, tactical: Tensor, steps: Tensor) -> Tensor:
         """Rows that continue after `steps` segments (inference rule). # (B,) bool"""
         c = self.config
         scalars = tactical[:, len(ACTIONS) + len(c.horizons) :].float()
-        confident = torch.sigmoid(scalars[:, _CONF]) >= c.act_confidence_threshold
+        confident = torch.sigmoid(scalars[:, CONFIDENCE]) >= c.act_confidence_threshold
         budget = torch.where(confident, c.act_max_segments, c.act_max_segments_scaled)
-        halt_q = (scalars[:, _Q_HALT] > scalars[:, _Q_CONT]) & confident
+        halt_q = (scalars[:, Q_HALT] > scalars[:, Q_CONTINUE]) & confident
         return (steps < budget) & ~((steps >= c.act_min_segments) & halt_q)
 
 

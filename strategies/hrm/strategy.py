@@ -36,8 +36,9 @@ from torch import Tensor
 
 from strategies.base import SymbolContext
 from strategies.hrm.checkpoint import LoadedModel
+from strategies.hrm.heads import ACTIONS, HRMOutputs
 from strategies.hrm.inputs import InputRejected, SymbolInputs, read_inputs, stack_batch
-from strategies.hrm.model import ACTIONS, HRMCarry, HRMOutputs
+from strategies.hrm.model import HRMCarry
 from strategies.hrm.policy import DecisionContext, PolicySettings, SymbolOutputs, to_decision
 from trader.domain import INTERVAL_MS, Decision
 
@@ -149,8 +150,10 @@ class HRMStrategy:
         for i, context in enumerate(contexts):
             symbol = context.bar.symbol
             try:
-                if symbol in seen or context.bar.interval not in INTERVAL_MS:
-                    raise InputRejected("duplicate_symbol" if symbol in seen else "interval")
+                if symbol in seen:
+                    raise InputRejected("duplicate_symbol")
+                if context.bar.interval not in INTERVAL_MS:
+                    raise InputRejected("interval_unknown")
                 seen.add(symbol)
                 due = self._due(context)
                 carry = self._carry.get(symbol)
@@ -196,27 +199,31 @@ class HRMStrategy:
         z_l = result.carry.z_tactical.float()
         steps = result.act_steps.tolist()
         decided: dict[int, Decision] = {}
+        updated: dict[str, SymbolCarry] = {}
         for j, ((i, inputs, due), context) in enumerate(zip(rows, picked, strict=True)):
-            state = carries[j]
-            state.z_strategic, state.z_tactical = z_h[j].clone(), z_l[j].clone()
-            state.bars += 1
-            if due and self._hierarchical:
-                state.strategic_updates += 1
-                state.last_strategic_ms = context.bar.start_ms
-            self._carry[context.bar.symbol] = state
+            strategic = due and self._hierarchical
+            before = carries[j]
+            updated[context.bar.symbol] = SymbolCarry(
+                z_strategic=z_h[j].clone(),
+                z_tactical=z_l[j].clone(),
+                bars=before.bars + 1,
+                strategic_updates=before.strategic_updates + int(strategic),
+                last_strategic_ms=context.bar.start_ms if strategic else before.last_strategic_ms,
+            )
             decided[i] = to_decision(
                 self._row(outputs, j, inputs),
                 DecisionContext(
                     bar=context.bar,
                     account=context.account,
                     atr=inputs.atr,
-                    strategic=due and self._hierarchical,
+                    strategic=strategic,
                     act_steps=int(steps[j]),
                     model_version=self.model_version,
                 ),
                 policy_trained=self.meta.policy_trained,
                 settings=self.policy,
             )
+        self._carry.update(updated)  # only once every row has decided: a failure changes nothing
         return decided
 
     def _carry_of(self, symbol: str) -> SymbolCarry:
