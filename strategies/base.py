@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -81,3 +81,16 @@ class Strategy(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         ...
+
+
+@runtime_checkable
+class ModelHealth(Protocol):
+    """What a model-backed strategy reports after each `decide` (the HRM and flat do).
+
+    `last_rejections` lists the symbols whose inputs it refused (non-finite or out of range)
+    with a reason, for this call only; `halted_reason` is set once the model itself failed, after
+    which the strategy only holds. The engine turns both into risk events, the second into a halt.
+    """
+
+    last_rejections: list[tuple[str, str]]
+    halted_reason: str | None

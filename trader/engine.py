@@ -34,7 +34,7 @@ from risk.base import RiskLayerPolicy
 from risk.context import RiskContext
 from risk.gate import OrderIntent, SymbolLimits
 from risk.machine import RiskOutcome, StateReason
-from strategies.base import AccountState, Strategy, SymbolContext
+from strategies.base import AccountState, ModelHealth, Strategy, SymbolContext
 from trader._engine_rows import (
     bar_row,
     decision_row,
@@ -155,6 +155,7 @@ class Engine:
         self._held: dict[str, tuple[float, float]] = {}
         # A halt (an error) owed a flatten it could not place at once: placed at the next mark.
         self._flatten_owed = False
+        self._model_halted = False
         self.last_slice_start_ms = -1
         self.slices_processed = 0
 
@@ -354,6 +355,8 @@ class Engine:
                     f"for {len(contexts)} symbols"
                 )
             decided = {decision.symbol: decision for decision in decisions}
+            if isinstance(self._strategy, ModelHealth):
+                self._check_model(self._strategy, close_ms)
         latency_us = (self._clock_ns() - received_ns) // 1_000
         for bar, pnl in zip(bars, pnls, strict=True):
             decision = decided.get(bar.symbol)
@@ -367,6 +370,14 @@ class Engine:
             decision_id = self._record_decision(bar, decision, pnl, account.equity, latency_us)
             if decision.action is not Action.HOLD:
                 await self._review(bar, decision, decision_id, account.equity, close_ms)
+
+    def _check_model(self, model: ModelHealth, close_ms: int) -> None:
+        """Refused inputs become risk events; a failed model halts trading (once)."""
+        for symbol, reason in model.last_rejections:
+            self._record_risk_event(close_ms, "model_input_rejected", symbol, reason)
+        if model.halted_reason is not None and not self._model_halted:
+            self._model_halted = True
+            self.halt_on_error(f"strategy {self._strategy.name}: {model.halted_reason}", close_ms)
 
     def _is_stale(self, bar: Bar) -> bool:
         """Whether the bar reached us too long after its close (by exchange time) to trade on."""

@@ -22,6 +22,7 @@ from trader.broker.paper import PaperBroker
 from trader.config import DatabaseSettings, FeedSettings, Settings
 from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
 from trader.features.buffer import FeatureBook
+from trader.features.schema import feature_schema_hash
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.instruments import InstrumentBook
@@ -87,9 +88,23 @@ def build_feed(
 
 def build_strategy_from(settings: Settings) -> Strategy:
     """The strategy `strategy.name` selects."""
-    section = settings.strategy
+    section, model, features = settings.strategy, settings.model, settings.features
     return build_strategy(
-        section.name, seed=section.seed, ema_fast=section.ema_fast, ema_slow=section.ema_slow
+        section.name,
+        seed=section.seed,
+        ema_fast=section.ema_fast,
+        ema_slow=section.ema_slow,
+        checkpoint=model.checkpoint,
+        device=model.device,
+        strategic_every=model.strategic_every,
+        # A checkpoint trained on other features or windows is refused (ConfigError).
+        schema_hash=feature_schema_hash(
+            tactical_window=features.tactical_window,
+            strategic_window=features.strategic_window,
+            scale_window=features.scale_window,
+            clip=features.clip,
+        ),
+        feature_clip=features.clip,
     )
 
 

@@ -1,0 +1,55 @@
+"""A model-backed strategy's health reaches risk: refused inputs are events, a failure halts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tests.support.candles import load_candles
+from tests.support.daemon_harness import FIXTURES
+from tests.support.engine_harness import ListSink, run_engine, settings_for, slices
+from trader.domain import Decision
+from trader.pipeline import build_engine
+
+_BARS = load_candles(FIXTURES / "BTCUSDT_5m.csv.gz", "BTCUSDT", "5")[:400]
+_FEATURES = {"tactical_window": 32, "strategic_window": 64, "scale_window": 32}
+
+
+class _AilingModel:
+    """Holds; refuses one input on its 3rd call and reports a failure from its 5th on."""
+
+    name = "ailing"
+    model_version = "ailing/1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last_rejections: list[tuple[str, str]] = []
+        self.halted_reason: str | None = None
+
+    def decide(self, contexts: Sequence[Any]) -> list[Decision]:
+        self.calls += 1
+        self.last_rejections = [(contexts[0].bar.symbol, "feature_not_finite")] * (self.calls == 3)
+        if self.calls >= 5:
+            self.halted_reason = "RuntimeError: boom"
+        return [Decision.hold(c.bar.symbol, c.bar.start_ms) for c in contexts]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+
+async def test_refused_input_is_a_risk_event_and_a_failed_model_halts_once() -> None:
+    settings = settings_for("noop", features=_FEATURES)
+    sink = ListSink()
+    engine = build_engine(settings, run_id="t", sink=sink, strategy=_AilingModel())
+    await run_engine(settings, slices(_BARS), engine=engine, sink=sink)
+
+    events = sink.rows("risk_events")
+    refused = [e for e in events if e["kind"] == "model_input_rejected"]
+    halts = [e for e in events if e["kind"] == "halted"]
+    assert [(e["symbol"], e["detail"]) for e in refused] == [("BTCUSDT", "feature_not_finite")]
+    assert len(halts) == 1
+    assert "strategy ailing: RuntimeError: boom" in halts[0]["detail"]
+    assert engine.risk.state.value == "HALTED"
