@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -23,6 +23,8 @@ from trader.errors import ConfigError, TraderError
 from trader.logs import configure_logging
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from trader.notify import SystemdNotifier
     from trader.recorder import RecordSummary
 
@@ -71,6 +73,23 @@ def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     raise AssertionError("unreachable")  # pragma: no cover - _fail always raises
+
+
+async def _with_database(
+    settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """Run `work` on the configured database (migrated first unless told otherwise), then close."""
+    from trader.persistence.database import make_engine
+
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    try:
+        if migrate:
+            from trader.persistence.migrate import ensure_schema
+
+            await ensure_schema(db)
+        return await work(db)
+    finally:
+        await db.dispose()
 
 
 def parse_time_ms(value: str | None, *, option: str) -> int | None:
@@ -324,12 +343,10 @@ async def _control_slow(settings: Settings, command: Any, reason: str, *, flatte
     from sqlalchemy.exc import DBAPIError
 
     from trader.persistence import control
-    from trader.persistence.database import make_engine
 
-    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-    try:
+    async def store(db: AsyncEngine) -> int:
         try:
-            event_id = await control.request(db, command, reason, source="cli", flatten=flatten)
+            return await control.request(db, command, reason, source="cli", flatten=flatten)
         except DBAPIError:
             # No table (a fresh database) or an old schema: only now pay for Alembic, which
             # migrates the empty database or refuses the old one with the line to run. Not
@@ -337,10 +354,9 @@ async def _control_slow(settings: Settings, command: Any, reason: str, *, flatte
             from trader.persistence.migrate import ensure_schema
 
             await ensure_schema(db)
-            event_id = await control.request(db, command, reason, source="cli", flatten=flatten)
-    finally:
-        await db.dispose()
-    return event_id
+            return await control.request(db, command, reason, source="cli", flatten=flatten)
+
+    return await _with_database(settings, store, migrate=False)
 
 
 @app.command()
@@ -358,18 +374,10 @@ def status(
 
     settings = _settings(config)
 
-    async def go() -> StatusReport:
-        from trader.persistence.database import make_engine
-        from trader.persistence.migrate import ensure_schema
+    async def go(db: AsyncEngine) -> StatusReport:
+        return await gather_status(db, settings, run_id=run)
 
-        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-        try:
-            await ensure_schema(db)
-            return await gather_status(db, settings, run_id=run)
-        finally:
-            await db.dispose()
-
-    report = _run(go)
+    report = _run(lambda: _with_database(settings, go))
     typer.echo(json.dumps(report.as_json(), indent=2) if as_json else render_text(report))
 
 
@@ -388,25 +396,18 @@ def report(
 
     settings = _settings(config)
 
-    async def go() -> Any:
+    async def go(db: AsyncEngine) -> Any:
         from trader.persistence import repository
-        from trader.persistence.database import make_engine
-        from trader.persistence.migrate import ensure_schema
         from trader.run_report import load_run_results, write_run_report
 
-        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-        try:
-            await ensure_schema(db)
-            run_id = run or await repository.latest_run_id(db)
-            if run_id is None:
-                raise ConfigError("the database holds no runs yet", key="--run")
-            results = await load_run_results(db, run_id)
-            paths = await write_run_report(db, results, out) if out else None
-            return results, paths
-        finally:
-            await db.dispose()
+        run_id = run or await repository.latest_run_id(db)
+        if run_id is None:
+            raise ConfigError("the database holds no runs yet", key="--run")
+        results = await load_run_results(db, run_id)
+        paths = await write_run_report(db, results, out) if out else None
+        return results, paths
 
-    results, paths = _run(go)
+    results, paths = _run(lambda: _with_database(settings, go))
     typer.echo(summary_text(results, color=sys.stdout.isatty()))
     if paths is not None:
         typer.echo(f"report written to {paths.metrics_json.parent}")
@@ -417,17 +418,11 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Migrate the database to the newest schema."""
     settings = _settings(config)
 
-    async def go() -> str:
-        from trader.persistence.database import make_engine
-        from trader.persistence.migrate import upgrade
+    from trader.persistence.migrate import upgrade
 
-        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-        try:
-            return await upgrade(db)
-        finally:
-            await db.dispose()
-
-    typer.echo(f"database at revision {_run(go)}")
+    typer.echo(
+        f"database at revision {_run(lambda: _with_database(settings, upgrade, migrate=False))}"
+    )
 
 
 @db_app.command("current")
@@ -435,19 +430,9 @@ def db_current(config: ConfigOption = None) -> None:
     """Print the database's schema revision (and the newest one the code knows)."""
     settings = _settings(config)
 
-    async def go() -> str | None:
-        from trader.persistence.database import make_engine
-        from trader.persistence.migrate import current
+    from trader.persistence.migrate import current, head_revision
 
-        db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-        try:
-            return await current(db)
-        finally:
-            await db.dispose()
-
-    from trader.persistence.migrate import head_revision
-
-    revision = _run(go)
+    revision = _run(lambda: _with_database(settings, current, migrate=False))
     typer.echo(f"current: {revision or 'none (empty database)'}; head: {head_revision()}")
 
 
