@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.support.candles import load_candles
 from tests.support.fake_bybit import FakeBybit
+from tests.support.notify_socket import receive_until
 from tests.support.record_process import start_record
 
 _FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -17,13 +18,6 @@ _HISTORY = 10  # bars already closed when the fake starts
 _START_S = 30.0  # bounds a failing wait only (interpreter start-up on a loaded machine)
 _STOP_S = 10.0  # the contract: a clean exit soon after SIGTERM
 _WATCHDOG_USEC = 200_000  # a ping every 0.1 s
-
-
-async def _receive_until(sock: socket.socket, wanted: bytes, seen: list[bytes]) -> None:
-    """Append datagrams from `sock` to `seen` until one equals `wanted`."""
-    loop = asyncio.get_running_loop()
-    while not seen or seen[-1] != wanted:
-        seen.append(await loop.sock_recv(sock, 4096))
 
 
 async def test_record_notifies_ready_watchdog_status_and_stopping_when_run_under_systemd(
@@ -46,7 +40,7 @@ async def test_record_notifies_ready_watchdog_status_and_stopping_when_run_under
             seen: list[bytes] = []
             try:
                 async with asyncio.timeout(_START_S):
-                    await _receive_until(sock, b"READY=1", seen)
+                    await receive_until(sock, b"READY=1", seen)
                     subscribed = len(fake.ws.requests)
                     while seen.count(b"WATCHDOG=1") < 2 or not any(
                         message.startswith(b"STATUS=") for message in seen
@@ -54,7 +48,7 @@ async def test_record_notifies_ready_watchdog_status_and_stopping_when_run_under
                         seen.append(await asyncio.get_running_loop().sock_recv(sock, 4096))
                 process.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(_STOP_S):
-                    await _receive_until(sock, b"STOPPING=1", seen)
+                    await receive_until(sock, b"STOPPING=1", seen)
                     _, stderr = await process.communicate()
             finally:
                 if process.returncode is None:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import pytest
 
 from tests.support.daemon_harness import (
     BTC,
@@ -37,13 +34,6 @@ from trader.replay.runner import ReplayOptions, replay
 _STEP_S = 30.0  # bounds a failing wait only
 _SYMBOLS = "BTCUSDT,ETHUSDT"
 _PING_INTERVAL_S = 0.5
-
-
-@pytest.fixture(autouse=True)
-def _no_trader_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TRADER_"):
-            monkeypatch.delenv(key)
 
 
 class _Session:

@@ -8,7 +8,6 @@ broker is unreachable. Resume over MQTT must be signed, fresh and used once.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from pathlib import Path
@@ -31,13 +30,6 @@ from trader.status import StatusReport, gather_status
 
 _SECRET = "a-test-control-secret-0123456789"
 _WAIT_S = 30.0
-
-
-@pytest.fixture(autouse=True)
-def _no_trader_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TRADER_"):
-            monkeypatch.delenv(key)
 
 
 class _Daemon:

@@ -9,15 +9,10 @@ from pathlib import Path
 
 from tests.support.daemon_harness import BTC, HISTORY, start_daemon_process
 from tests.support.fake_bybit import FakeBybit
+from tests.support.notify_socket import receive_until
 
 _START_S = 60.0  # bounds a failing wait only (interpreter start-up and warm-up)
 _STOP_S = 10.0  # the contract: exit 0 within 10 s of SIGTERM
-
-
-async def _receive_until(sock: socket.socket, wanted: bytes, seen: list[bytes]) -> None:
-    loop = asyncio.get_running_loop()
-    while not seen or seen[-1] != wanted:
-        seen.append(await loop.sock_recv(sock, 4096))
 
 
 async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stopping(
@@ -38,7 +33,7 @@ async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stop
             seen: list[bytes] = []
             try:
                 async with asyncio.timeout(_START_S):
-                    await _receive_until(sock, b"READY=1", seen)
+                    await receive_until(sock, b"READY=1", seen)
                     subscribes = [r for r in fake.ws_requests if r.op == "subscribe"]
                     while seen.count(b"WATCHDOG=1") < 2 or not any(
                         message.startswith(b"STATUS=") for message in seen
@@ -46,7 +41,7 @@ async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stop
                         seen.append(await asyncio.get_running_loop().sock_recv(sock, 4096))
                 process.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(_STOP_S):
-                    await _receive_until(sock, b"STOPPING=1", seen)
+                    await receive_until(sock, b"STOPPING=1", seen)
                     _, stderr = await process.communicate()
             finally:
                 if process.returncode is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from tests.support.fake_bybit import FakeBybit
 from trader.config import Settings
 from trader.daemon import DaemonOptions, DaemonSummary, run_daemon
 from trader.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _no_trader_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TRADER_"):
-            monkeypatch.delenv(key)
 
 
 async def _session(

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
-
-import pytest
 
 from tests.support.daemon_harness import (
     BTC,
@@ -20,13 +17,6 @@ from tests.support.daemon_harness import (
 )
 from tests.support.eventually import until
 from tests.support.fake_bybit import FakeBybit
-
-
-@pytest.fixture(autouse=True)
-def _no_trader_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("TRADER_"):
-            monkeypatch.delenv(key)
 
 
 async def test_warm_up_then_every_live_bar_once_with_a_decision_each(tmp_path: Path) -> None:
