@@ -1,13 +1,13 @@
 """Live latency of `trader run`: a bar's confirm frame received -> its decision committed.
 
-Runs the real daemon (`run_daemon`: websocket feed, slice assembly, engine with `ema_cross`,
-SQLite writer) against the local fake exchange on 127.0.0.1, with 1, 10 and 50 symbols whose
-bars close together. For each live slice the daemon measures from the moment the last of its
-confirm frames was read off the socket to the moment its rows (bars, decision, equity, run
-state) are committed; this prints p50, p99 and max per symbol count and the ratio to one symbol.
+Runs the real daemon as its own process (`python -m trader run`: websocket feed, slice
+assembly, engine with `ema_cross`, SQLite writer) against the local fake exchange on 127.0.0.1,
+with 1, 10 and 50 symbols whose bars close together. For each live slice the daemon measures
+from the moment the last of its confirm frames was read off the socket to the moment its rows
+(bars, decisions, equity, run state) are committed, and logs p50/p99/max when it stops; this
+prints them per symbol count with the ratio of p50 to one symbol's.
 
-The fake exchange pushes from the same event loop, so a slice's confirms arrive one after the
-other as they would from one Bybit connection; the clock starts at the last of them. Each bar
+The fake exchange runs in this process, so the daemon's process holds only the daemon. Each bar
 is pushed only after the previous slice was committed, so slices are measured one at a time.
 
     PYTHONPATH=. .venv/bin/python bench/daemon_latency.py [--bars 200] [--symbols 1,10,50]
@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import statistics
+import signal
 import tempfile
 from pathlib import Path
 
 
-def _percentile(values: list[int], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return float(ordered[index])
-
-
-async def _measure(symbols: int, bars: int, workdir: Path) -> list[int]:
+async def _measure(symbols: int, bars: int, workdir: Path) -> dict[str, int]:
     from tests.support.candles import random_walk_bars
-    from tests.support.daemon_harness import WARMUP_BARS, DaemonDb, daemon_settings
-    from tests.support.daemon_harness import start_daemon_task as start
+    from tests.support.daemon_harness import WARMUP_BARS, DaemonDb, start_daemon_process
     from tests.support.fake_bybit import FakeBybit
 
     names = [f"S{index:03d}USDT" for index in range(symbols)]
@@ -44,23 +38,34 @@ async def _measure(symbols: int, bars: int, workdir: Path) -> list[int]:
         for bar in random_walk_bars(history + bars + 2, seed=index, symbol=name, start_ms=start_ms)
     ]
     db = DaemonDb(workdir / f"latency-{symbols}.db")
-    stop = asyncio.Event()
     first = min(bar.start_ms for bar in candles)
     async with FakeBybit(candles, start_ms=first + history * 300_000, updates_per_bar=1) as fake:
-        settings = daemon_settings(fake, db.path, ",".join(names))
-        async with asyncio.TaskGroup() as group:
-            task = start(group, settings, stop)
-            for _ in range(bars + 1):
+        process = await start_daemon_process(
+            fake,
+            workdir=workdir,
+            db_path=db.path,
+            symbols=",".join(names),
+            env={"TRADER_FEED__STALENESS_S": "60", "TRADER_LOGGING__FORMAT": "json"},
+        )
+        try:
+            for index in range(bars + 1):
                 target = fake.market.forming_start_ms - 300_000
-                async with asyncio.timeout(120):
-                    # Off the loop, and not too often: the daemon shares this loop.
+                async with asyncio.timeout(300):
+                    # Off the loop and not too often: the fake exchange shares this loop.
                     while await asyncio.to_thread(db.last_start) != target:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
-                if _ < bars:
+                if index < bars:
                     await fake.advance_bars(1)
-            stop.set()
-        summary = task.result()
-    return list(summary.commit_latency_us)
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    for line in stderr.decode().splitlines():
+        if '"session_stopped"' in line:
+            return {k: v for k, v in json.loads(line).items() if k.startswith(("commit", "live"))}
+    raise RuntimeError("the daemon did not report its latencies")
 
 
 def main() -> None:
@@ -70,20 +75,17 @@ def main() -> None:
     args = parser.parse_args()
     for key in [key for key in os.environ if key.startswith("TRADER_")]:
         del os.environ[key]
-    from trader.logs import configure_logging
-
-    configure_logging("WARNING", "json")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in (int(part) for part in args.symbols.split(",")):
-            latencies = asyncio.run(_measure(count, args.bars, Path(tmp)))
+            stats = asyncio.run(_measure(count, args.bars, Path(tmp)))
             rows.append(
                 (
                     count,
-                    len(latencies),
-                    statistics.median(latencies) / 1_000,
-                    _percentile(latencies, 0.99) / 1_000,
-                    max(latencies) / 1_000,
+                    stats["live_slices"],
+                    stats["commit_latency_p50_us"] / 1_000,
+                    stats["commit_latency_p99_us"] / 1_000,
+                    stats["commit_latency_max_us"] / 1_000,
                 )
             )
     base_p50 = rows[0][2]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -41,6 +42,8 @@ TICK_S: Final = 0.1
 RETRY_BACKFILL_S: Final = 1.0
 #: How often the database is asked for operator commands (kill within a second, measured).
 CONTROL_POLL_S: Final = 0.1
+#: During a catch-up, the loop is handed to other tasks this often (in slices).
+_YIELD_EVERY_SLICES: Final = 32
 #: Commit latencies kept for the summary and benchmarks.
 _LATENCY_SAMPLES: Final = 100_000
 #: STATUS is refreshed at most this often.
@@ -149,7 +152,6 @@ class LiveSession:
             while not stop.is_set():
                 event = await self._next_event()
                 self._beat()
-                await self._apply_controls()
                 if isinstance(event, ConfirmedBar):
                     self._on_confirmed(event)
                 elif isinstance(event, FeedReconnected):
@@ -157,11 +159,17 @@ class LiveSession:
                 if self._needs_backfill():
                     await self._until_stopped(self._catch_up(), stop_waiter)
                 await self._process(self._assembler.ready(), live=True)
+                # After the slice, not before: the poll's query must not delay a decision.
+                await self._apply_controls()
         except _Stopped:
             log.info("session_stopping", reason="stop requested during backfill")
         finally:
             stop_waiter.cancel()
-        log.info("session_stopped", **dataclasses.asdict(self.counters))
+        log.info(
+            "session_stopped",
+            **dataclasses.asdict(self.counters),
+            **latency_summary_us(self.commit_latency_us),
+        )
 
     async def _next_event(self) -> ConfirmedBar | FeedReconnected | None:
         """The next feed event, or None after a tick without one."""
@@ -269,6 +277,12 @@ class LiveSession:
         self.counters.backfills += 1
         slices = self._assembler.settle_through(through_ms) + self._assembler.ready()
         await self._process(slices, live=False)
+        if slices:
+            # What a catch-up built (feature buffers, model state) lives for the whole session;
+            # moving it out of the collector's reach keeps full collections, which otherwise
+            # walk all of it, from landing in a live slice's latency.
+            gc.collect()
+            gc.freeze()
 
     async def _fetch(self, symbol: str, now_ms: int, forming_ms: int) -> int | None:
         """Hand `symbol`'s missing closed bars to the assembler; the newest start REST had."""
@@ -305,6 +319,10 @@ class LiveSession:
             self.counters.slices += 1
             if engine.should_flush():
                 await engine.flush()
+            if self.counters.slices % _YIELD_EVERY_SLICES == 0:
+                # A long catch-up must not starve the feed's pings and watchdogs (nor the
+                # writer) of the loop.
+                await asyncio.sleep(0)
             self._beat()
         # A live slice is committed before the next event: a crash now loses nothing.
         await engine.flush(wait=live)
@@ -332,3 +350,17 @@ class LiveSession:
             f"risk {self._engine.risk.state.value}, {self._feed.reconnects} reconnects, "
             f"{counters.backfills} backfills"
         )
+
+
+def latency_summary_us(samples: Sequence[int]) -> dict[str, int]:
+    """p50, p99 and max of live commit latencies (µs) for logs; empty without samples."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "live_slices": len(ordered),
+        "commit_latency_p50_us": ordered[round(0.50 * last)],
+        "commit_latency_p99_us": ordered[round(0.99 * last)],
+        "commit_latency_max_us": ordered[last],
+    }

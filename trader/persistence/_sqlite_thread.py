@@ -16,10 +16,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import structlog
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trader.persistence.database import make_sync_sqlite_engine
+
+log = structlog.get_logger()
+
+#: The writer's connection does not checkpoint inside commits (an fsync of the database file
+#: in the middle of a live slice's commit is the slowest thing that can happen to it); the
+#: thread does it after every this many transactions instead.
+CHECKPOINT_EVERY_TRANSACTIONS = 100
 
 # Money from the portfolio may arrive as Decimal; SQLite stores it as a double (the column type),
 # and letting sqlite3 adapt it spares the writer a Python converter call per cell.
@@ -42,17 +50,38 @@ class SqliteThreadTransactor:
         # One thread, so the sqlite3 connection never crosses threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistence.writer")
         self._engine: Engine | None = None
+        self._transactions = 0
 
     async def transact(self, fn: Callable[[Connection], None]) -> None:
         """Run `fn` in a transaction that commits when it returns and rolls back if it raises."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._transact, fn)
+        self._transactions += 1
+        if self._transactions % CHECKPOINT_EVERY_TRANSACTIONS == 0:
+            # Queued behind nothing and awaited by no one: the thread checkpoints right after
+            # this commit was reported, while the engine waits for its next bar.
+            self._executor.submit(self._checkpoint)
 
     def _transact(self, fn: Callable[[Connection], None]) -> None:
-        if self._engine is None:
-            self._engine = make_sync_sqlite_engine(self._url, busy_timeout_ms=self._busy_timeout_ms)
-        with self._engine.begin() as connection:
+        with self._connectable().begin() as connection:
             fn(connection)
+
+    def _connectable(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_sync_sqlite_engine(
+                self._url, busy_timeout_ms=self._busy_timeout_ms, auto_checkpoint=False
+            )
+        return self._engine
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database (PASSIVE: never waits for readers)."""
+        try:
+            with self._connectable().connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            # A failed checkpoint loses nothing (the WAL keeps every commit) and the next
+            # one retries; the thread must not die of it.
+            log.exception("sqlite_checkpoint_failed")
 
     async def close(self) -> None:
         """Dispose of the engine on its thread (after any transaction still running), then stop."""

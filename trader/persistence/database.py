@@ -43,14 +43,17 @@ def make_engine(url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> 
     return engine
 
 
-def make_sync_sqlite_engine(url: URL, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Engine:
+def make_sync_sqlite_engine(
+    url: URL, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, auto_checkpoint: bool = True
+) -> Engine:
     """A synchronous engine on the same SQLite file, tuned like `make_engine`'s.
 
     The batching writer runs whole transactions on one dedicated thread through it (see
     `trader.persistence._sqlite_thread`); the caller owns it and must dispose of it there.
+    `auto_checkpoint=False` leaves WAL checkpoints to the caller.
     """
     engine = create_engine(url.set(drivername="sqlite"))
-    _tune_sqlite(engine, busy_timeout_ms)
+    _tune_sqlite(engine, busy_timeout_ms, auto_checkpoint=auto_checkpoint)
     return engine
 
 
@@ -60,7 +63,7 @@ def is_file_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == SQLITE and bool(database) and database != ":memory:"
 
 
-def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int, *, auto_checkpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Take BEGIN away from the sqlite3 module, which would only start a transaction at the
@@ -74,6 +77,8 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            if not auto_checkpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()
 
