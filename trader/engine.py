@@ -179,9 +179,11 @@ class Engine:
         return self._features.symbols()
 
     def warm(self, bars: Sequence[Bar]) -> None:
-        """Feed a slice already processed before a restart to the features only."""
+        """Feed a slice already processed before a restart to the features and to risk's
+        market view (both pure functions of the bars, so they come back exactly)."""
         for bar in bars:
             self._features.update(bar)
+            self._risk.on_bar(bar)
 
     async def process_slice(self, bars: Sequence[Bar], *, received_ns: int | None = None) -> None:
         """Run one bar-close slice (bars of distinct symbols sharing a start) through all stages.

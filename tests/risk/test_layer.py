@@ -320,6 +320,7 @@ def test_kill_survives_restart_when_state_is_saved() -> None:
     saved = json.loads(json.dumps(layer.state_dict()))
     restored = RiskLayer(risk_limits())
     restored.load_state_dict(saved)
+    feed(restored, "BTCUSDT", [50_000.0] * 20)  # the engine's warm() re-feeds the bars
     assert (restored.state, restored.reason) == (TradingState.HALTED, StateReason.KILL)
     restored.on_mark(equity=D("10000"), now_ms=now_ms)
     assert _denied(restored, Action.BUY_LONG, now_ms) == ["state_halted"]
@@ -328,13 +329,16 @@ def test_kill_survives_restart_when_state_is_saved() -> None:
 
 
 def test_restored_layer_reviews_alike_when_state_round_trips() -> None:
-    """Market, drawdown, rate and correlation state survive JSON: the same input, same verdict."""
+    """Drawdown and rate state survive JSON, and the market view (ATR, correlation) is rebuilt
+    from the same bars, as the engine's warm() re-feeds them: same input, same verdict."""
     layer, now_ms = flat_layer(max_orders_per_minute=3, max_daily_loss=0.5)
     layer.on_mark(equity=D("10000"), now_ms=now_ms)
     layer.review(decision(Action.BUY_LONG), context=context(now_ms))
     restored = RiskLayer(risk_limits(max_orders_per_minute=3, max_daily_loss=0.5))
     restored.load_state_dict(json.loads(json.dumps(layer.state_dict())))
+    feed(restored, "BTCUSDT", [50_000.0] * 20)
     assert restored.state_dict() == layer.state_dict()
+    assert "market" not in layer.state_dict()  # a pure function of the bars: not in snapshots
     for one in (layer, restored):
         one.on_bar(bar("BTCUSDT", 20, 50_100.0))
     after = now_ms + INTERVAL_MS
