@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,7 @@ async def run_daemon(
                 on_rest_bar=_rest_recorder(recording, wall_ms),
                 controls=DatabaseControls(db),
                 on_state=bus.publish_state if bus is not None else None,
+                on_heartbeat=partial(bus.publish, "heartbeat") if bus is not None else None,
             )
             mqtt_control = (
                 asyncio.create_task(

@@ -42,6 +42,8 @@ TICK_S: Final = 0.1
 RETRY_BACKFILL_S: Final = 1.0
 #: How often the database is asked for operator commands (kill within a second, measured).
 CONTROL_POLL_S: Final = 0.1
+#: How often a heartbeat event is published (when there is a bus).
+HEARTBEAT_S: Final = 10.0
 #: During a catch-up, the loop is handed to other tasks this often (in slices).
 _YIELD_EVERY_SLICES: Final = 32
 #: Commit latencies kept for the summary and benchmarks.
@@ -94,6 +96,7 @@ class LiveSession:
         controls: Operator commands, polled every `CONTROL_POLL_S` and before trading starts.
         on_state: Receives the trading state after each batch of slices and each command
             (the retained MQTT state).
+        on_heartbeat: Receives a liveness payload every `HEARTBEAT_S` from this loop (MQTT).
         clock_ns: `time.perf_counter_ns`-like clock for latencies.
     """
 
@@ -111,6 +114,7 @@ class LiveSession:
         on_rest_bar: Callable[[Bar], None] | None = None,
         controls: ControlSource | None = None,
         on_state: Callable[[dict[str, Any]], None] | None = None,
+        on_heartbeat: Callable[[dict[str, Any]], None] | None = None,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self._engine = engine
@@ -124,6 +128,8 @@ class LiveSession:
         self._on_rest_bar = on_rest_bar
         self._controls = controls
         self._on_state = on_state
+        self._on_heartbeat = on_heartbeat
+        self._last_heartbeat_s = 0.0
         self._next_control_s = 0.0
         self._clock_ns = clock_ns
         self._assembler = SliceAssembler(
@@ -338,6 +344,18 @@ class LiveSession:
         if now_s - self._last_watchdog_s >= 1.0:
             self._last_watchdog_s = now_s
             self._notifier.watchdog()
+        if self._on_heartbeat is not None and now_s - self._last_heartbeat_s >= HEARTBEAT_S:
+            self._last_heartbeat_s = now_s
+            self._on_heartbeat(
+                {
+                    "run_id": self._engine.run_id,
+                    "state": self._engine.risk.state.value,
+                    "feed": self._feed.state.value,
+                    "exchange_time_ms": self._feed.exchange_time_ms,
+                    "last_slice_start_ms": self._engine.last_slice_start_ms,
+                    "reconnects": self._feed.reconnects,
+                }
+            )
 
     def _status(self, last_start_ms: int) -> None:
         now_s = time.monotonic()

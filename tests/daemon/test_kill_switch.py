@@ -16,11 +16,13 @@ import aiomqtt
 import orjson
 import pytest
 
+from tests.bus.listener import Listener
 from tests.support import services
 from tests.support.daemon_harness import BTC, ETH, HISTORY, DaemonDb, daemon_settings
 from tests.support.daemon_harness import start_daemon_task as start
 from tests.support.eventually import until
 from tests.support.fake_bybit import FakeBybit
+from trader import session
 from trader.bus import sign_command
 from trader.config import Settings
 from trader.persistence import control
@@ -153,8 +155,9 @@ async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
 
 @pytest.mark.mqtt
 async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(session, "HEARTBEAT_S", 0.2)
     db = DaemonDb(tmp_path / "trader.db")
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     async with FakeBybit(BTC + ETH, start_ms=BTC[HISTORY].start_ms) as fake:
@@ -168,6 +171,7 @@ async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
         daemon = _Daemon(fake, db, settings)
         async with (
             aiomqtt.Client(services.MQTT_HOST, services.MQTT_PORT) as client,
+            Listener(f"{prefix}/#") as listener,
             asyncio.TaskGroup() as group,
         ):
             start(group, settings, daemon.stop)
@@ -176,6 +180,12 @@ async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
             topic = f"{prefix}/control"
             await client.publish(topic, orjson.dumps({"command": "kill", "reason": "mqtt"}), qos=1)
             await until(lambda: daemon.applied() and not daemon.open_positions(), what="flat")
+            seen = await listener.collect_until(
+                lambda messages: _halted_state_and_heartbeat(prefix, messages), timeout_s=_WAIT_S
+            )
+            assert {f"{prefix}/events/decision", f"{prefix}/events/fill"} <= {
+                str(m.topic) for m in seen
+            }
             now_ms = time.time_ns() // 1_000_000
             unsigned = {"command": "resume", "reason": "no signature"}
             signed = sign_command(
@@ -195,6 +205,16 @@ async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
     rejected = daemon.risk_events("control_rejected")
     assert any("unsigned" in detail for detail in rejected)
     assert any("replayed" in detail for detail in rejected)
+
+
+def _halted_state_and_heartbeat(prefix: str, messages: list[aiomqtt.Message]) -> bool:
+    """A heartbeat arrived, and the latest retained-state message says HALTED."""
+    states = [m for m in messages if str(m.topic) == f"{prefix}/state"]
+    beats = [m for m in messages if str(m.topic) == f"{prefix}/events/heartbeat"]
+    if not states or not beats:
+        return False
+    latest = orjson.loads(bytes(states[-1].payload))
+    return bool(latest["schema_version"] == 1 and latest["data"]["state"] == "HALTED")
 
 
 async def test_broker_outage_stops_neither_trading_nor_the_database_kill(tmp_path: Path) -> None:
