@@ -26,7 +26,7 @@ demo: install
 	rm -f $(DEMO_DIR)/demo.db $(DEMO_DIR)/demo.db-wal $(DEMO_DIR)/demo.db-shm
 	TRADER_DATABASE__URL="sqlite+aiosqlite:///$(DEMO_DIR)/demo.db" \
 		$(BIN)/trader replay trader/sample_data/BTCUSDT_5m.csv.gz \
-		--strategy ema_cross --run demo --report $(DEMO_DIR)
+		--strategy hrm --run demo --report $(DEMO_DIR)
 
 lint: install
 	$(BIN)/ruff check .

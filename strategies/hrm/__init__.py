@@ -68,5 +68,6 @@ def build_hrm_strategy(
         loaded,
         device=device,
         strategic_every=strategic_every,
+        policy=loaded.meta.policy,
         num_threads=INFERENCE_THREADS,
     )

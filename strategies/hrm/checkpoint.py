@@ -1,8 +1,9 @@
 """Checkpoints that describe themselves, and the seeded untrained model used until one ships.
 
 Owns the checkpoint file format (weights, model kind and config, feature schema hash, version
-and names, clip, training window, code version, whether the policy head was trained, the model
-version string), saving and loading it with a refusal of any feature-schema mismatch, and
+and names, clip, training window, code version, whether the policy head was trained and is the
+one deciding, the forecast rule's thresholds as calibrated on validation, a summary of training,
+the model version string), saving and loading it with a refusal of any feature-schema mismatch, and
 building a fresh deterministic model when no checkpoint exists. It must not train, read
 configuration files or the environment, or know about the engine.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ import torch
 
 from strategies.hrm.flat import FlatConfig, FlatTransformer
 from strategies.hrm.model import HRM, MODEL_CODE_VERSION, HRMConfig
+from strategies.hrm.policy import PolicySettings
 from trader.errors import ConfigError
 from trader.features.schema import FEATURE_SCHEMA_VERSION, MARKET_FEATURES, feature_schema_hash
 
@@ -52,7 +54,12 @@ class TrainingWindow:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointMeta:
-    """Everything a checkpoint says about itself besides its weights."""
+    """Everything a checkpoint says about itself besides its weights.
+
+    `policy_trained` means the policy head was fine-tuned and beat the forecast rule on
+    validation, so the strategy follows it; otherwise the rule decides, with the thresholds in
+    `policy`. `training` holds plain numbers about the run (steps, seconds, validation scores).
+    """
 
     kind: ModelKind
     preset: str
@@ -65,6 +72,8 @@ class CheckpointMeta:
     feature_schema_version: int = FEATURE_SCHEMA_VERSION
     feature_names: tuple[str, ...] = MARKET_FEATURES
     code_version: str = ""
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    training: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +205,10 @@ def _meta_from(raw: dict[str, Any]) -> CheckpointMeta:
     window = raw.get("training_window")
     values = dict(raw)
     values["feature_names"] = tuple(raw["feature_names"])
+    if "policy" in raw:
+        values["policy"] = PolicySettings(**raw["policy"])
+    if "training" in raw:
+        values["training"] = {str(k): float(v) for k, v in raw["training"].items()}
     if window is not None:
         values["training_window"] = TrainingWindow(
             symbols=tuple(window["symbols"]),

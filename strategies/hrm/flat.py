@@ -102,6 +102,10 @@ class FlatTransformer(nn.Module):
 
     def forward(self, batch: FeatureBatch) -> HRMOutputs:
         """Heads from the strategic window of every row (the batch must carry all of them)."""
+        return self.heads(self.pooled(batch))
+
+    def pooled(self, batch: FeatureBatch) -> Tensor:
+        """The normalised readout token every head reads. # (B, D)"""
         if batch.strategic is None or batch.strategic.shape[0] != batch.tactical.shape[0]:
             raise ValueError("the flat baseline needs the strategic window of every row")
         x: Tensor = self.input(
@@ -109,7 +113,10 @@ class FlatTransformer(nn.Module):
         )  # (B, T_str + 1, D)
         readout = self.readout.expand(x.shape[0], -1, -1).to(x.dtype)  # (B, 1, D)
         h: Tensor = self.encoder(torch.cat((x, readout), dim=1))  # (B, T_str + 2, D)
-        pooled = rms_norm(h[:, -1])  # (B, D)
+        return rms_norm(h[:, -1])  # (B, D)
+
+    def heads(self, pooled: Tensor) -> HRMOutputs:
+        """Decode the heads from the readout. # (B, D) -> outputs"""
         tactical: Tensor = self.tactical_head(pooled)
         strategic: Tensor = self.strategic_head(pooled)
         return HRMOutputs.decode(
@@ -121,6 +128,6 @@ class FlatTransformer(nn.Module):
 
     def infer(self, carry: HRMCarry, batch: FeatureBatch) -> Inference:
         """Streaming call with the HRM's signature: one pass, the carry passed through."""
-        outputs: HRMOutputs = self(batch)
+        pooled = self.pooled(batch)
         steps = torch.ones(batch.tactical.shape[0], dtype=torch.long, device=batch.tactical.device)
-        return Inference(carry, outputs, steps)
+        return Inference(carry, self.heads(pooled), steps, pooled)

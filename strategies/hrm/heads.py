@@ -32,6 +32,8 @@ SCALAR_HEADS = 9
 _SIZE, _CONF, _STOP, _TAKE, _VALUE, _NEXT, _DIR, _Q_HALT, _Q_CONT = range(SCALAR_HEADS)
 #: Positions of the confidence and Q columns among the scalar heads (ACT reads them raw).
 CONFIDENCE, Q_HALT, Q_CONTINUE = _CONF, _Q_HALT, _Q_CONT
+#: Positions of the size and value columns among the scalar heads (policy learning trains them).
+SIZE, VALUE = _SIZE, _VALUE
 _STOP_INIT_ATR, _TAKE_INIT_ATR = 1.5, 3.0
 _Q_HALT_INIT, _Q_CONT_INIT = -5.0, -5.5  # untrained: prefer halting, Q near 0 (pessimistic)
 

@@ -3,10 +3,12 @@
 Owns the supervised loss of one `Rollout`: log-cosh on the next-bar and horizon returns (ATR
 units), BCE with label smoothing on the direction, cross-entropy on the regime, and the ACT
 Q-head's BCE against Q-learning targets (halt: the direction call was right; continue: the next
-segment's best Q, or its halt Q when that segment is the last allowed). Each segment's losses
-count only for rows still active in it. Weights are named and come from the caller (defaults
-from seed 004). It must not build targets from bars (that is the training data code), step an
-optimiser or do I/O.
+segment's best Q, or its halt Q when that segment is the last allowed). When the targets carry
+them, auxiliary terms train the confidence (BCE against "the direction call was right"), the
+stop-loss and take-profit distances (log-cosh against volatility-scaled distances) and the
+strategic risk budget (BCE). Each segment's losses count only for rows still active in it.
+Weights are named and come from the caller (defaults from seed 004). It must not build targets
+from bars (that is `targets.py`), step an optimiser or do I/O.
 """
 
 from __future__ import annotations
@@ -30,11 +32,18 @@ class HRMTargets:
     direction: Tensor  # (B,) 1.0 when the next return is positive, else 0.0
     horizon_returns: Tensor  # (B, H) log returns over the model's horizons / ATR
     regime: Tensor  # (B,) long index into model.REGIMES
+    stop_loss_atr: Tensor | None = None  # (B,) ATR distances scaled from forward volatility
+    take_profit_atr: Tensor | None = None  # (B,)
+    risk_budget: Tensor | None = None  # (B,) in [0, 1]
 
 
 @dataclass(frozen=True, slots=True)
 class LossWeights:
-    """Weights of the loss terms; seed 004's w_r = 1, w_d = 0.25, w_q = 0.1 by default."""
+    """Weights of the loss terms; seed 004's w_r = 1, w_d = 0.25, w_q = 0.1 by default.
+
+    `confidence`, `stops` and `risk_budget` weigh the auxiliary terms (used only when the
+    targets carry stop and budget targets).
+    """
 
     next_return: float = 1.0
     direction: float = 0.25
@@ -42,9 +51,21 @@ class LossWeights:
     horizons: float = 0.5
     regime: float = 0.25
     label_smoothing: float = 0.1
+    confidence: float = 0.1
+    stops: float = 0.05
+    risk_budget: float = 0.05
 
     def __post_init__(self) -> None:
-        values = (self.next_return, self.direction, self.q, self.horizons, self.regime)
+        values = (
+            self.next_return,
+            self.direction,
+            self.q,
+            self.horizons,
+            self.regime,
+            self.confidence,
+            self.stops,
+            self.risk_budget,
+        )
         if min(values) < 0.0 or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError("loss weights must be >= 0 and label_smoothing in [0, 1)")
 
@@ -101,7 +122,7 @@ def _segment_terms(
         q_loss = q_loss + F.binary_cross_entropy_with_logits(
             out.q_continue, target, reduction="none"
         )
-    return {
+    terms = {
         "next_return": (weights.next_return, log_cosh(out.next_return - targets.next_return)),
         "direction": (
             weights.direction,
@@ -116,4 +137,32 @@ def _segment_terms(
             F.cross_entropy(out.regime_logits, targets.regime, reduction="none"),
         ),
         "q": (weights.q, q_loss),
+    }
+    terms.update(_auxiliary_terms(out, targets, weights, correct))
+    return terms
+
+
+def _auxiliary_terms(
+    out: HRMOutputs, targets: HRMTargets, weights: LossWeights, correct: Tensor
+) -> dict[str, tuple[float, Tensor]]:
+    """Confidence, stop distances and risk budget, when the targets carry them. # (B,) each"""
+    stop, take, budget = targets.stop_loss_atr, targets.take_profit_atr, targets.risk_budget
+    if stop is None or take is None or budget is None:
+        return {}
+    # The heads are squashed already; BCE on their logits keeps autocast and gradients sane.
+    confidence_logit = torch.logit(out.confidence.float(), eps=1e-6)
+    budget_logit = torch.logit(out.risk_budget.float(), eps=1e-6)
+    return {
+        "confidence": (
+            weights.confidence,
+            F.binary_cross_entropy_with_logits(confidence_logit, correct, reduction="none"),
+        ),
+        "stops": (
+            weights.stops,
+            log_cosh(out.stop_loss_atr - stop) + log_cosh(out.take_profit_atr - take),
+        ),
+        "risk_budget": (
+            weights.risk_budget,
+            F.binary_cross_entropy_with_logits(budget_logit, budget, reduction="none"),
+        ),
     }

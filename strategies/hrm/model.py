@@ -167,11 +167,16 @@ def _put(base: Tensor, rows: Tensor, part: Tensor) -> Tensor:
 
 @dataclass(frozen=True, slots=True)
 class Inference:
-    """What one streaming call returns: the new carry, the outputs and ACT segments per row."""
+    """What one streaming call returns: the new carry, the outputs and ACT segments per row.
+
+    `readout` is what the fused tactical head read (the pooled, normalised tactical state of
+    each row's last segment): offline policy learning trains head rows on it alone.
+    """
 
     carry: HRMCarry
     outputs: HRMOutputs
     act_steps: Tensor  # (B,) long
+    readout: Tensor  # (B, D_L)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +277,7 @@ class HRM(nn.Module):
     def _segment(
         self, carry: HRMCarry, memory_t: Memory, memory_s: Memory | None, rows: Tensor | None
     ) -> tuple[HRMCarry, Tensor]:
+        """N cycles for the strategic rows, then T tactical steps; the carry and the readout."""
         c = self.config
         z_h, z_l = carry.z_strategic, carry.z_tactical
         if memory_s is not None and rows is not None:
@@ -289,8 +295,11 @@ class HRM(nn.Module):
             for _ in range(c.tactical_steps - 1):
                 z_l = self._tactical_step(z_l, goal, memory_t)
         z_l = self._tactical_step(z_l, goal, memory_t)  # the one tactical step with grad
-        tactical: Tensor = self.tactical_head(rms_norm(z_l.mean(dim=1)))  # (B, n_out)
-        return HRMCarry(z_h, z_l), tactical
+        return HRMCarry(z_h, z_l), rms_norm(z_l.mean(dim=1))  # readout (B, D_L)
+
+    def _tactical_heads(self, readout: Tensor) -> Tensor:
+        out: Tensor = self.tactical_head(readout)  # (B, n_out)
+        return out
 
     def _decode(self, tactical: Tensor, strategic: Tensor) -> HRMOutputs:
         c = self.config
@@ -306,9 +315,9 @@ class HRM(nn.Module):
         """One deep-supervision segment with the 1-step gradient (see the module docstring)."""
         memory_t, memory_s = self._encode(batch)
         rows = batch.rows() if memory_s is not None else None
-        carry, tactical = self._segment(carry, memory_t, memory_s, rows)
+        carry, readout = self._segment(carry, memory_t, memory_s, rows)
         strategic = self._strategic_heads(carry.z_strategic)
-        return carry, self._decode(tactical, strategic)
+        return carry, self._decode(self._tactical_heads(readout), strategic)
 
     def rollout(
         self, carry: HRMCarry, batch: FeatureBatch, *, generator: torch.Generator | None = None
@@ -355,19 +364,22 @@ class HRM(nn.Module):
         """
         memory_t, memory_s = self._encode(batch)
         rows = batch.rows() if memory_s is not None else None
-        carry, tactical = self._segment(carry, memory_t, memory_s, rows)
+        carry, readout = self._segment(carry, memory_t, memory_s, rows)
+        tactical = self._tactical_heads(readout)
         steps = torch.ones(tactical.shape[0], dtype=torch.long, device=tactical.device)
         running = self._running(tactical, steps)
         while bool(running.any()):
             idx = running.nonzero().squeeze(1)
             memory = select_memory(memory_t, idx)
-            part, part_tactical = self._segment(carry.select(idx), memory, None, None)
+            part, part_readout = self._segment(carry.select(idx), memory, None, None)
+            part_tactical = self._tactical_heads(part_readout)
             carry = carry.merge(idx, part)
             tactical = _put(tactical, idx, part_tactical)
+            readout = _put(readout, idx, part_readout)
             steps[idx] += 1
             running[idx] = self._running(part_tactical, steps[idx])
         strategic = self._strategic_heads(carry.z_strategic)
-        return Inference(carry, self._decode(tactical, strategic), steps)
+        return Inference(carry, self._decode(tactical, strategic), steps, readout)
 
     def _running(self, tactical: Tensor, steps: Tensor) -> Tensor:
         """Rows that continue after `steps` segments (inference rule). # (B,) bool"""

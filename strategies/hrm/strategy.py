@@ -13,6 +13,9 @@ Two attributes report to the engine after each `decide`:
 - `halted_reason`: None while healthy; once the model has failed, the reason, and every later
   decision is a HOLD until a new strategy is built (a restart).
 
+An optional `on_outputs` callback receives an `OutputRecord` per symbol the model ran for
+(evaluation collects prediction metrics and ACT statistics from the very run it trades).
+
 Schedule: a symbol runs the strategic module on the bars where
 `(start_ms // interval_ms + phase(symbol)) % strategic_every == 0`, with `phase` a stable hash of
 the symbol. It depends only on the bar and the symbol, so replay, live and a restart agree, and
@@ -26,7 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +64,44 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """What the model said for one symbol on one bar; returns as log returns (not ATR)."""
+
+    symbol: str
+    bar_start_ms: int
+    expected_return: float  # the next-bar return head
+    up_probability: float
+    confidence: float
+    act_steps: int
+    strategic: bool
+
+
+def symbol_outputs(
+    out: HRMOutputs,
+    j: int,
+    *,
+    atr_relative: float,
+    horizons: tuple[int, ...],
+    horizon_bars: int,
+) -> SymbolOutputs:
+    """Row j of the outputs as floats, the return of `horizon_bars` converted from ATR units."""
+    if horizon_bars == 1 or horizon_bars not in horizons:
+        in_atr = float(out.next_return[j])
+    else:
+        in_atr = float(out.horizon_returns[j, horizons.index(horizon_bars)])
+    return SymbolOutputs(
+        action=ACTIONS[int(out.action_logits[j].argmax())],
+        size=float(out.size[j]),
+        confidence=float(out.confidence[j]),
+        stop_loss_atr=float(out.stop_loss_atr[j]),
+        take_profit_atr=float(out.take_profit_atr[j]),
+        expected_return=in_atr * atr_relative,
+        up_probability=float(torch.sigmoid(out.direction_logit[j])),
+        risk_budget=float(out.risk_budget[j]),
+    )
+
+
 @dataclass(slots=True)
 class SymbolCarry:
     """One symbol's recurrent state and counters (persisted with the run)."""
@@ -81,6 +122,7 @@ class HRMStrategy:
         strategic_every: bars between strategic updates of one symbol (10..20).
         policy: thresholds of the outputs-to-decision rule.
         num_threads: CPU threads for torch (process-wide); None keeps torch's setting.
+        on_outputs: called after each model run with one record per symbol it ran for.
     """
 
     def __init__(
@@ -91,6 +133,7 @@ class HRMStrategy:
         strategic_every: int = 16,
         policy: PolicySettings | None = None,
         num_threads: int | None = None,
+        on_outputs: Callable[[list[OutputRecord]], None] | None = None,
     ) -> None:
         if not 1 <= strategic_every <= 1_000:
             raise ValueError(f"strategic_every must be a positive bar count, got {strategic_every}")
@@ -107,6 +150,7 @@ class HRMStrategy:
         self.halted_reason: str | None = None
         self._hierarchical = not self.model.needs_strategic_every_bar
         self._carry: dict[str, SymbolCarry] = {}
+        self._on_outputs = on_outputs
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -224,7 +268,29 @@ class HRMStrategy:
                 settings=self.policy,
             )
         self._carry.update(updated)  # only once every row has decided: a failure changes nothing
+        if self._on_outputs is not None:
+            self._on_outputs(self._records(outputs, rows, picked, steps))
         return decided
+
+    def _records(
+        self,
+        outputs: HRMOutputs,
+        rows: list[tuple[int, SymbolInputs, bool]],
+        picked: list[SymbolContext],
+        steps: list[int],
+    ) -> list[OutputRecord]:
+        return [
+            OutputRecord(
+                symbol=context.bar.symbol,
+                bar_start_ms=context.bar.start_ms,
+                expected_return=float(outputs.next_return[j]) * inputs.atr_relative,
+                up_probability=float(torch.sigmoid(outputs.direction_logit[j])),
+                confidence=float(outputs.confidence[j]),
+                act_steps=int(steps[j]),
+                strategic=due and self._hierarchical,
+            )
+            for j, ((_, inputs, due), context) in enumerate(zip(rows, picked, strict=True))
+        ]
 
     def _carry_of(self, symbol: str) -> SymbolCarry:
         carry = self._carry.get(symbol)
@@ -238,21 +304,12 @@ class HRMStrategy:
 
     def _row(self, out: HRMOutputs, j: int, inputs: SymbolInputs) -> SymbolOutputs:
         """Row j as floats, returns converted from ATR units to log returns."""
-        horizon = self.policy.horizon_bars
-        horizons = self.model.config.horizons
-        if horizon == 1 or horizon not in horizons:
-            in_atr = float(out.next_return[j])
-        else:
-            in_atr = float(out.horizon_returns[j, horizons.index(horizon)])
-        return SymbolOutputs(
-            action=ACTIONS[int(out.action_logits[j].argmax())],
-            size=float(out.size[j]),
-            confidence=float(out.confidence[j]),
-            stop_loss_atr=float(out.stop_loss_atr[j]),
-            take_profit_atr=float(out.take_profit_atr[j]),
-            expected_return=in_atr * inputs.atr_relative,
-            up_probability=float(torch.sigmoid(out.direction_logit[j])),
-            risk_budget=float(out.risk_budget[j]),
+        return symbol_outputs(
+            out,
+            j,
+            atr_relative=inputs.atr_relative,
+            horizons=self.model.config.horizons,
+            horizon_bars=self.policy.horizon_bars,
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:

@@ -1,0 +1,111 @@
+"""`trader evaluate` and `trader train`: the report's contract keys, metrics, and the CLI help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from strategies.hrm.checkpoint import fresh_model, save_checkpoint
+from trader._evaluate_metrics import (
+    Aligned,
+    auc,
+    expected_calibration_error,
+    prediction_metrics,
+    reliability,
+)
+from trader.cli import app
+from trader.config import Settings
+from trader.evaluate import EvaluateOptions, evaluate
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CONTRACT_KEYS = {
+    "series",
+    "strategy",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "total_return",
+    "trades",
+}
+
+
+@pytest.fixture
+def tiny_checkpoints(tmp_path: Path) -> Path:
+    """Untrained tiny HRM and flat checkpoints for the default features, side by side."""
+    for kind in ("hrm", "flat"):
+        loaded = fresh_model(kind, preset="tiny", seed=0)
+        save_checkpoint(tmp_path / f"{kind}-tiny.pt", loaded.model, loaded.meta)
+    return tmp_path / "hrm-tiny.pt"
+
+
+async def test_report_has_the_contract_keys_for_all_four_strategies_when_evaluated(
+    tmp_path: Path, tiny_checkpoints: Path
+) -> None:
+    """report.json holds a row per strategy with the contract's keys, plus report.md and plots."""
+    out = tmp_path / "report"
+    settings = Settings(database={"url": f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"})
+    options = EvaluateOptions(
+        files=(FIXTURES / "BTCUSDT_5m.csv.gz",),
+        out_dir=out,
+        checkpoint=tiny_checkpoints,
+        train=False,
+        max_bars=90,
+        workers=1,
+        ablations=False,
+        folds=2,
+        command="trader evaluate tests/fixtures/BTCUSDT_5m.csv.gz --no-train",
+    )
+
+    await evaluate(settings, options)
+
+    document = json.loads((out / "report.json").read_text())
+    rows = document["rows"]
+    assert {r["strategy"] for r in rows} == {"hrm", "flat", "ema_cross", "buy_hold"}
+    for row in rows:
+        assert row.keys() >= CONTRACT_KEYS
+        assert row["series"] == "BTCUSDT_5m"
+        assert row["bars"] == 90
+        assert len(row["folds"]) == 2
+    assert {p["strategy"] for p in document["prediction"]} == {"hrm", "flat"}
+    assert document["splits"]["BTCUSDT_5m"]["heldout_bars"] == 90
+    assert "trader evaluate" in (out / "report.md").read_text()
+    for plot in ("equity.png", "sharpe.png", "reliability.png", "act_steps.png"):
+        assert (out / plot).stat().st_size > 1_000
+
+
+def test_prediction_metrics_score_a_perfect_forecaster_when_aligned() -> None:
+    """A forecaster that knows the sign gets accuracy 1, AUC 1 and zero MAE."""
+    actual = np.array([0.01, -0.02, 0.03, -0.01])
+    aligned = Aligned(actual.copy(), (actual > 0).astype(float), actual)
+
+    metrics, bins = prediction_metrics(aligned)
+
+    assert metrics["direction_accuracy"] == 1.0
+    assert metrics["auc"] == 1.0
+    assert metrics["mae_bp"] == 0.0
+    assert metrics["ece"] == 0.0
+    assert sum(bins.counts) == 4
+
+
+def test_auc_and_calibration_match_hand_computed_values_when_scores_tie() -> None:
+    """Tied scores share ranks in the AUC; ECE weights bin gaps by counts."""
+    assert auc(np.array([0.5, 0.5, 0.9]), np.array([True, False, True])) == 0.75
+    calibration = reliability(
+        np.array([0.15, 0.15, 0.85, 0.85]), np.array([False, True, True, True])
+    )
+    assert calibration.counts == [2, 2]
+    assert expected_calibration_error(calibration) == pytest.approx(0.5 * 0.35 + 0.5 * 0.15)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_help_exits_0_when_asked_of_the_model_commands(command: str) -> None:
+    """`trader train --help` and `trader evaluate --help` print their usage."""
+    result = CliRunner().invoke(app, [command, "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert "--out" in result.output
