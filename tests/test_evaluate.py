@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from strategies.hrm.checkpoint import fresh_model, save_checkpoint
+from strategies.hrm.checkpoint import (
+    DEFAULT_SCHEMA_HASH,
+    fresh_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from trader._evaluate_data import load_series, replay_start
 from trader._evaluate_metrics import (
     Aligned,
     auc,
@@ -17,6 +23,8 @@ from trader._evaluate_metrics import (
     prediction_metrics,
     reliability,
 )
+from trader._evaluate_replay import ReplayJob, Variant, run_job
+from trader._evaluate_train import TrainOptions, describe, train_files
 from trader.cli import app
 from trader.config import Settings
 from trader.evaluate import EvaluateOptions, evaluate
@@ -109,3 +117,53 @@ def test_help_exits_0_when_asked_of_the_model_commands(command: str) -> None:
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
     assert "--out" in result.output
+
+
+def test_train_files_writes_both_checkpoints_beside_each_other_when_asked(tmp_path: Path) -> None:
+    """`trader train`'s function trains both models on the files and writes hrm and flat."""
+    options = TrainOptions(
+        files=(FIXTURES / "BTCUSDT_5m.csv.gz", FIXTURES / "ETHUSDT_5m.csv.gz"),
+        out=tmp_path / "hrm-small.pt",
+        steps=1,
+        policy_stage=False,
+        progress=False,
+    )
+
+    written = train_files(Settings(), options)
+
+    assert [f.kind for f in written] == ["hrm", "flat"]
+    assert written[1].path == tmp_path / "flat-small.pt"
+    for f in written:
+        loaded = load_checkpoint(
+            f.path, expected_kind=f.kind, expected_schema_hash=DEFAULT_SCHEMA_HASH
+        )
+        assert loaded.meta.training_window is not None
+        assert loaded.meta.training_window.symbols == ("BTCUSDT", "ETHUSDT")
+    assert "decides by forecast rule" in describe(written)
+
+
+def test_replay_job_cuts_metrics_to_the_held_out_bars_when_run_in_process(tmp_path: Path) -> None:
+    """A job replays from the warm-up start but reports only held-out bars, split in folds."""
+    settings = Settings()
+    (series,) = load_series([FIXTURES / "ETHUSDT_5m.csv.gz"])
+    split = series.split()
+    job = ReplayJob(
+        series=series.name,
+        path=series.path,
+        variant=Variant("buy_hold", "buy_hold"),
+        checkpoint=None,
+        from_ms=series.bars[replay_start(series, settings.features)].start_ms,
+        heldout_start_ms=series.bars[split.heldout_start].start_ms,
+        to_ms=series.bars[split.heldout_start + 60].start_ms,
+        folds=3,
+        settings=settings,
+        work_dir=tmp_path,
+    )
+
+    result = run_job(job)
+
+    assert result.metrics["bars"] == 60
+    assert result.metrics["start_ms"] == series.bars[split.heldout_start].close_ms
+    assert [f["bars"] for f in result.folds] == [20, 20, 20]
+    assert result.decisions["BUY_LONG"] == 1
+    assert list(tmp_path.iterdir()) == []
