@@ -156,6 +156,8 @@ class Engine:
         # A halt (an error) owed a flatten it could not place at once: placed at the next mark.
         self._flatten_owed = False
         self._model_halted = False
+        # Checked once: an isinstance against a runtime protocol costs microseconds per slice.
+        self._model_health = strategy if isinstance(strategy, ModelHealth) else None
         self.last_slice_start_ms = -1
         self.slices_processed = 0
 
@@ -357,8 +359,8 @@ class Engine:
                     f"for {len(contexts)} symbols"
                 )
             decided = {decision.symbol: decision for decision in decisions}
-            if isinstance(self._strategy, ModelHealth):
-                self._check_model(self._strategy, close_ms)
+            if self._model_health is not None:
+                self._check_model(self._model_health, close_ms)
         latency_us = (self._clock_ns() - received_ns) // 1_000
         for bar, pnl in zip(bars, pnls, strict=True):
             decision = decided.get(bar.symbol)

@@ -108,6 +108,11 @@ def build_strategy_from(settings: Settings) -> Strategy:
     )
 
 
+def build_risk(settings: Settings) -> RiskLayer:
+    """The risk layer for the `[risk]` section (its keys named like `RiskLimits` fields)."""
+    return RiskLayer(RiskLimits(**settings.risk.model_dump(include=set(limit_names()))))
+
+
 def build_engine(
     settings: Settings,
     *,
@@ -124,7 +129,7 @@ def build_engine(
     return Engine(
         run_id=run_id,
         strategy=strategy if strategy is not None else build_strategy_from(settings),
-        risk=RiskLayer(RiskLimits(**settings.risk.model_dump(include=set(limit_names())))),
+        risk=build_risk(settings),
         broker=PaperBroker(
             run_id=run_id,
             taker_fee=Decimal(repr(broker_cfg.taker_fee)),

@@ -18,20 +18,10 @@ from trader.config import Settings
 from trader.domain import interval_ms
 from trader.errors import ConfigError
 from trader.persistence import control, repository
-from trader.pipeline import build_engine
+from trader.pipeline import build_risk
 
 #: A bar older than this many intervals (by the local clock) marks the feed as stale.
 _STALE_INTERVALS = 2
-
-
-class _NoSink:
-    """`trader status` builds an engine only to read its restored risk state; nothing is written."""
-
-    async def submit(self, batch: Any) -> None:
-        raise AssertionError("trader status must not write")
-
-    async def flush(self) -> None:
-        """Nothing to wait for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +59,19 @@ async def gather_status(
         raise ConfigError("the database holds no paper run yet; start one with `trader run`")
     if await repository.get_run(db, run_id) is None:
         raise ConfigError(f"run {run_id!r} does not exist", key="--run")
-    engine = build_engine(settings, run_id=run_id, sink=_NoSink())
+    # Only the risk layer's committed state is needed: no engine, so no model is loaded.
+    layer = build_risk(settings)
     snapshot = await repository.load_run_state(db, run_id)
     if snapshot is not None:
-        engine.load_state_dict(snapshot.state)
-    risk = engine.risk.status()
+        layer.load_state_dict(snapshot.state["risk"])
+    risk = layer.status()
     equity = await repository.fetch_equity(db, run_id)
     decisions = await repository.latest_model_version(db, run_id)
     last_bars = await repository.last_bar_starts(db, run_id)
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     return StatusReport(
         run_id=run_id,
-        state=engine.risk.state.value,
+        state=layer.state.value,
         reason=risk.get("reason"),
         detail=risk.get("detail"),
         drawdown=float(equity[-1].drawdown) if equity else None,

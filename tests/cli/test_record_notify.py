@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from pathlib import Path
 
 from tests.support.candles import load_candles
 from tests.support.fake_bybit import FakeBybit
-from tests.support.notify_socket import receive_until
+from tests.support.notify_socket import (
+    notify_socket,
+    receive_running,
+    receive_until,
+)
 from tests.support.record_process import start_record
 
 _FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -24,10 +27,7 @@ async def test_record_notifies_ready_watchdog_status_and_stopping_when_run_under
     tmp_path: Path,
 ) -> None:
     """READY after subscribing, repeated WATCHDOG and STATUS, STOPPING on SIGTERM, then exit 0."""
-    notify_path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(notify_path))
-        sock.setblocking(False)
+    with notify_socket(tmp_path) as (sock, notify_path):
         async with FakeBybit(_BTC, start_ms=_BTC[_HISTORY].start_ms) as fake:
             process = await start_record(
                 fake,
@@ -42,10 +42,7 @@ async def test_record_notifies_ready_watchdog_status_and_stopping_when_run_under
                 async with asyncio.timeout(_START_S):
                     await receive_until(sock, b"READY=1", seen)
                     subscribed = len(fake.ws.requests)
-                    while seen.count(b"WATCHDOG=1") < 2 or not any(
-                        message.startswith(b"STATUS=") for message in seen
-                    ):
-                        seen.append(await asyncio.get_running_loop().sock_recv(sock, 4096))
+                    await receive_running(sock, seen)
                 process.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(_STOP_S):
                     await receive_until(sock, b"STOPPING=1", seen)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from pathlib import Path
 
 from tests.support.daemon_harness import BTC, HISTORY, start_daemon_process
 from tests.support.fake_bybit import FakeBybit
-from tests.support.notify_socket import receive_until
+from tests.support.notify_socket import (
+    notify_socket,
+    receive_running,
+    receive_until,
+)
 
 _START_S = 60.0  # bounds a failing wait only (interpreter start-up and warm-up)
 _STOP_S = 10.0  # the contract: exit 0 within 10 s of SIGTERM
@@ -18,10 +21,7 @@ _STOP_S = 10.0  # the contract: exit 0 within 10 s of SIGTERM
 async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stopping(
     tmp_path: Path,
 ) -> None:
-    notify_path = tmp_path / "notify.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(notify_path))
-        sock.setblocking(False)
+    with notify_socket(tmp_path) as (sock, notify_path):
         async with FakeBybit(BTC, start_ms=BTC[HISTORY].start_ms) as fake:
             process = await start_daemon_process(
                 fake,
@@ -35,10 +35,7 @@ async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stop
                 async with asyncio.timeout(_START_S):
                     await receive_until(sock, b"READY=1", seen)
                     subscribes = [r for r in fake.ws_requests if r.op == "subscribe"]
-                    while seen.count(b"WATCHDOG=1") < 2 or not any(
-                        message.startswith(b"STATUS=") for message in seen
-                    ):
-                        seen.append(await asyncio.get_running_loop().sock_recv(sock, 4096))
+                    await receive_running(sock, seen)
                 process.send_signal(signal.SIGTERM)
                 async with asyncio.timeout(_STOP_S):
                     await receive_until(sock, b"STOPPING=1", seen)
