@@ -15,6 +15,7 @@ pipeline run's clock stops when the writer has committed the last batch. Prints 
 runs, the ratios of each pipeline to its features-only loop, and peak RSS.
 
     .venv/bin/python bench/replay_throughput.py [--runs 5] [--data bench/data/BTCUSDT_5m.csv.gz]
+        [--modes features,noop,ema_cross]
 """
 
 from __future__ import annotations
@@ -122,12 +123,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated subset of the modes (default: all); ratios need the features modes",
+    )
     args = parser.parse_args()
     if args.mode:
         child(args.mode, args.runs, args.data)
         return
+    modes = [mode for mode in args.modes.split(",") if mode]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(unknown)} (choose from {', '.join(MODES)})")
     results = {}
-    for mode in MODES:
+    for mode in modes:
         out = subprocess.run(
             [
                 sys.executable,
@@ -145,7 +155,7 @@ def main() -> None:
             cwd=ROOT,
         )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    bars = results["features"]["bars"]
+    bars = next(iter(results.values()))["bars"]
     print(f"replay throughput, {args.runs} runs each, {bars:,} bars of {args.data.name}")
     print(f"{'mode':<15} {'median s':>9} {'bars/s':>10} {'peak RSS MB':>12}")
     rates = {}
@@ -155,6 +165,8 @@ def main() -> None:
         print(f"{mode:<15} {median:>9.3f} {rates[mode]:>10,.0f} {result['peak_rss_mb']:>12.0f}")
     for prefix in ("", "file_"):
         for mode in ("noop", "ema_cross"):
+            if f"{prefix}features" not in rates or f"{prefix}{mode}" not in rates:
+                continue
             ratio = rates[f"{prefix}features"] / rates[f"{prefix}{mode}"]
             print(f"{prefix}{mode} pipeline time / {prefix}features-only time: {ratio:.2f}x")
 

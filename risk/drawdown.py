@@ -19,7 +19,9 @@ DAY_MS = 86_400_000
 _ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built at every mark, and a frozen dataclass's __init__ costs
+# about 4x a plain one's (object.__setattr__ per field). Treat it as read-only.
+@dataclass(slots=True)
 class AccountMarks:
     """One mark's figures: drawdown from peak and loss since the day started, as fractions."""
 
@@ -92,9 +94,11 @@ class DrawdownTracker:
 
 def _loss_fraction(reference: Decimal, equity: Decimal) -> float:
     """How much of `reference` was lost down to `equity` (0 when equity is at or above it)."""
+    if equity >= reference:  # the usual case at a new high: no Decimal division
+        return 0.0
     if reference <= 0:
-        return 1.0 if equity < reference else 0.0
-    return float(max(reference - equity, _ZERO) / reference)
+        return 1.0
+    return float((reference - equity) / reference)
 
 
 def _text(value: Decimal | None) -> str | None:

@@ -42,7 +42,9 @@ class FeatureView(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built for every symbol on every bar, and a frozen dataclass's __init__ costs
+# about 4x a plain one's (object.__setattr__ per field). Treat it as read-only.
+@dataclass(slots=True)
 class AccountState:
     """The account for one symbol when the strategy decides (after this bar's fills)."""
 
@@ -55,7 +57,9 @@ class AccountState:
     bars_in_position: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built for every symbol on every bar, and a frozen dataclass's __init__ costs
+# about 4x a plain one's (object.__setattr__ per field). Treat it as read-only.
+@dataclass(slots=True)
 class SymbolContext:
     """Everything a strategy may use to decide for one symbol on one closed bar."""
 

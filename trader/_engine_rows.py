@@ -13,6 +13,9 @@ from typing import Any
 
 from trader.domain import Bar, Decision, Fill, FillReason, Order, Position, Side
 
+# Rows built for every bar read an enum's value as `_value_`, a plain attribute: `.value` is a
+# Python-level descriptor on Enum and costs several times more.
+
 #: The order leg of a fill the broker made without an engine order (protective exits).
 _LEG_BY_REASON = {
     FillReason.STOP_LOSS: "sl",
@@ -33,7 +36,7 @@ def bar_row(bar: Bar) -> dict[str, Any]:
         "close": bar.close,
         "volume": bar.volume,
         "turnover": bar.turnover,
-        "source": bar.source.value,
+        "source": bar.source._value_,
     }
 
 
@@ -46,14 +49,14 @@ def decision_row(
         "run_id": run_id,
         "symbol": bar.symbol,
         "bar_start_ms": bar.start_ms,
-        "action": decision.action.value,
+        "action": decision.action._value_,
         "size": decision.size,
         "confidence": decision.confidence,
         "stop_loss": decision.stop_loss,
         "take_profit": decision.take_profit,
         "strategic": decision.strategic,
         "act_steps": decision.act_steps,
-        "decision_type": decision.decision_type.value,
+        "decision_type": decision.decision_type._value_,
         "model_version": decision.model_version,
         "latency_us": latency_us,
     }

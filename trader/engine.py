@@ -92,7 +92,7 @@ class NullPublisher:
         """Drop the event."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per slice: see strategies.base.AccountState on frozen
 class _AccountMark:
     """The account once per slice, after every symbol of the slice has been marked."""
 

@@ -78,8 +78,9 @@ class RewardTracker:
         if decision is None:
             return None
         change = symbol_pnl - decision.symbol_pnl
-        # One division in Decimal, then a single conversion: no float error accumulates.
-        raw_return = float(change / decision.equity)
+        # One division in Decimal, then a single conversion: no float error accumulates. A flat
+        # symbol's change is zero on most bars: no division then.
+        raw_return = float(change / decision.equity) if change else 0.0
         shaped, weight = shape_reward(raw_return, decision.decision_type, self._weights)
         return {
             "decision_id": decision.decision_id,
@@ -88,7 +89,7 @@ class RewardTracker:
             "raw_reward": float(change),
             "raw_return": raw_return,
             "shaped_reward": shaped,
-            "decision_type": decision.decision_type.value,
+            "decision_type": decision.decision_type._value_,  # not `.value`: per bar, slower
             "weight": weight,
         }
 
