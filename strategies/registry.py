@@ -25,11 +25,12 @@ def build_strategy(
     strategic_every: int = 16,
     schema_hash: str | None = None,
     feature_clip: float = 5.0,
+    taker_fee: float | None = None,
 ) -> Strategy:
     """Return the strategy named `name`.
 
-    `checkpoint`, `device`, `strategic_every`, `schema_hash` and `feature_clip` matter only to
-    `hrm` and `flat` (see `strategies.hrm.build_hrm_strategy`).
+    `checkpoint`, `device`, `strategic_every`, `schema_hash`, `feature_clip` and `taker_fee`
+    matter only to `hrm` and `flat` (see `strategies.hrm.build_hrm_strategy`).
 
     Raises:
         ValueError: the name is not one of `AVAILABLE`.
@@ -46,6 +47,7 @@ def build_strategy(
             seed=seed,
             schema_hash=schema_hash,
             feature_clip=feature_clip,
+            taker_fee=taker_fee,
         )
     if name == "ema_cross":
         return EmaCross(fast=ema_fast, slow=ema_slow)

@@ -105,6 +105,8 @@ def build_strategy_from(settings: Settings) -> Strategy:
             clip=features.clip,
         ),
         feature_clip=features.clip,
+        # The model's forecast rule weighs predicted returns against the fees this run pays.
+        taker_fee=settings.broker.taker_fee,
     )
 
 

@@ -10,6 +10,7 @@ passes validated settings.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from strategies.hrm.checkpoint import (
@@ -36,6 +37,7 @@ def build_hrm_strategy(
     seed: int,
     schema_hash: str | None = None,
     feature_clip: float = 5.0,
+    taker_fee: float | None = None,
 ) -> HRMStrategy:
     """Build the `hrm` or `flat` strategy.
 
@@ -49,6 +51,9 @@ def build_hrm_strategy(
         schema_hash: `FeatureBook.schema_hash` of the running features; None means the
             default `[features]` settings.
         feature_clip: the running features' clip (used when no checkpoint records one).
+        taker_fee: the run's fee per side (`broker.taker_fee`). The forecast rule's thresholds
+            are calibrated in multiples of the round-trip fee, so they follow the fees the run
+            actually pays; None keeps the fee the checkpoint was calibrated with.
 
     Raises:
         ValueError: the name is not `hrm` or `flat`.
@@ -64,10 +69,13 @@ def build_hrm_strategy(
         loaded = load_checkpoint(path, expected_kind=kind, expected_schema_hash=expected)
     else:
         loaded = fresh_model(kind, seed=seed, schema_hash=expected, feature_clip=feature_clip)
+    policy = loaded.meta.policy
+    if taker_fee is not None:
+        policy = dataclasses.replace(policy, taker_fee=taker_fee)
     return HRMStrategy(
         loaded,
         device=device,
         strategic_every=strategic_every,
-        policy=loaded.meta.policy,
+        policy=policy,
         num_threads=INFERENCE_THREADS,
     )

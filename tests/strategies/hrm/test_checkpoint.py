@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from strategies.hrm import build_hrm_strategy
+from strategies.hrm import HRMStrategy, build_hrm_strategy
 from strategies.hrm.checkpoint import (
     DEFAULT_SCHEMA_HASH,
     TrainingWindow,
@@ -112,3 +112,26 @@ def test_registry_builds_model_strategies_when_named() -> None:
     assert build_strategy("noop", seed=1).name == "noop"
     with pytest.raises(ValueError, match="not available"):
         build_strategy("nope", seed=1)
+
+
+def test_forecast_rule_pays_the_runs_fee_when_the_broker_fee_differs(tmp_path: Path) -> None:
+    """The rule's thresholds are fee multiples: they follow `broker.taker_fee`, not the fee the
+    checkpoint was calibrated with; the other calibrated thresholds are kept."""
+    from tests.support.engine_harness import settings_for
+    from trader.pipeline import build_strategy_from
+
+    path = tmp_path / "hrm.pt"
+    _save_trained(path)
+    calibrated = load_checkpoint(path, expected_schema_hash=DEFAULT_SCHEMA_HASH).meta.policy
+    as_calibrated = build_hrm_strategy(
+        "hrm", checkpoint=str(path), device="cpu", strategic_every=16, seed=1
+    )
+    assert as_calibrated.policy == calibrated
+    settings = settings_for(
+        "hrm", model={"checkpoint": str(path), "device": "cpu"}, broker={"taker_fee": 0.002}
+    )
+    strategy = build_strategy_from(settings)
+    assert isinstance(strategy, HRMStrategy)
+    assert strategy.policy.taker_fee == 0.002
+    assert strategy.policy.round_trip == pytest.approx(0.004)
+    assert dataclasses.replace(strategy.policy, taker_fee=calibrated.taker_fee) == calibrated
