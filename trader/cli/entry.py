@@ -1,0 +1,62 @@
+"""The root `trader` app: which commands it has, in which order, and the console-script entry.
+
+Owns building the Typer app, registering every command module's commands on it (in the order
+`trader --help` lists them) and the `db` and `data` groups, and `main`, which maps every
+failure raised outside a command's coroutine (settings, argument parsing, Ctrl-C) to one stderr
+line and an exit status. It must not hold a command itself, and must import only the command
+modules, which keep their heavy imports inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from trader.cli import control, data, db, model, replay, report, run
+from trader.errors import ConfigError
+
+app = typer.Typer(
+    name="trader",
+    help="Hierarchical-RL trading daemon for Bybit v5: replay, paper trading, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(data.app, name="data")
+
+# Registration order is the order `trader --help` lists the commands (the groups come after).
+app.command()(replay.replay)
+app.command()(run.record)
+app.command()(run.run)
+app.command()(control.kill)
+app.command()(control.resume)
+app.command()(control.status)
+app.command()(report.report)
+app.command()(model.train)
+app.command()(model.evaluate)
+
+#: typer (0.29+) vendors click and exports only some of its exceptions; BadParameter's base is
+#: click's UsageError, from which every argument-parsing failure derives.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+
+
+def main() -> None:
+    """Console-script entry point: every failure ends as one stderr line and an exit status."""
+    try:
+        status = app(standalone_mode=False)
+    except ConfigError as exc:  # raised while loading settings, before a command's coroutine
+        sys.stderr.write(f"trader: error: {exc}\n")
+        sys.exit(2)
+    except _USAGE_ERROR as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `trader`: the help is the answer
+            sys.stderr.write(f"{message}\n")
+        else:
+            sys.stderr.write(f"trader: error: {' '.join(message.split())}\n")
+        sys.exit(2)
+    except typer.Abort:
+        sys.stderr.write("trader: error: interrupted\n")
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
