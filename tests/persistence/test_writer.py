@@ -504,3 +504,29 @@ async def test_enter_raises_runtime_error_when_writer_is_already_entered(
     async with writer:
         await writer.submit(_bars(0, 1))
     assert writer.committed_batches == 1
+
+
+async def test_every_row_lands_in_order_when_a_batch_spans_several_statements(
+    engine: AsyncEngine,
+) -> None:
+    """SQLite writes fixed-size multi-row statements plus a shorter last one: every row of a
+    batch bigger than one statement lands once, and an order's later row (in a later
+    statement) still wins its upsert."""
+    from trader.persistence._statements import SQLITE_ROWS_PER_STATEMENT
+
+    count = 2 * SQLITE_ROWS_PER_STATEMENT + 5
+    batch = _bars(0, count)
+    ids = [f"order-{index}" for index in range(SQLITE_ROWS_PER_STATEMENT + 2)]
+    batch.orders = [_order(order_id, "submitted") for order_id in ids]
+    batch.orders += [_order(order_id, "filled") for order_id in ids]
+    tables = Base.metadata.tables
+    async with _writer(engine) as writer:
+        await writer.submit(batch)
+        await writer.flush()
+    async with engine.connect() as conn:
+        starts = (await conn.execute(select(tables["bars"].c.start_ms))).scalars().all()
+        statuses = (await conn.execute(select(tables["orders"].c.status))).scalars().all()
+        decisions = await conn.execute(select(func.count()).select_from(tables["decisions"]))
+    assert sorted(starts) == [T0_MS + index * STEP_MS for index in range(count)]
+    assert decisions.scalar_one() == count
+    assert sorted(statuses) == ["filled"] * len(ids)

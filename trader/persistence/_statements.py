@@ -44,10 +44,13 @@ def _optional_float(value: Any) -> float | None:
 
 
 #: SQLite binds at most 32,766 variables per statement (3.32+); chunks stay well below that.
-
-
 _SQLITE_MAX_VARIABLES: Final = 30_000
-_SQLITE_MAX_ROWS_PER_STATEMENT: Final = 5_000
+#: Rows per multi-row INSERT. Fixed, so each table's statement is compiled once and then found
+#: in sqlite3's statement cache: SQLite compiles VALUES rows into code row by row, so a statement
+#: sized to each batch (thousands of rows, a new size every time) spent as long in compilation
+#: as in inserting. With 128-row statements a replay's writes took less than half the CPU
+#: (about 6 instead of 13 us per bar of four rows; measured standalone on the real schema).
+SQLITE_ROWS_PER_STATEMENT: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +152,19 @@ def _split_values(sql: str) -> tuple[str, str, str]:
 
 
 def _chunked_inserts(statement: _Statement, params: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
-    """SQLite: multi-row statements over flattened parameters, one execute per chunk."""
-    per_statement = min(
-        _SQLITE_MAX_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(statement.columns)
-    )
+    """SQLite: fixed-size multi-row statements over flattened parameters, one execute per chunk.
+
+    Every chunk but the last has `SQLITE_ROWS_PER_STATEMENT` rows (fewer for very wide tables),
+    so they share one compiled statement; the last one is smaller and cheap to compile.
+    """
+    per_statement = min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(statement.columns))
+    full_sql = statement.multi_row_sql(per_statement)
     out: list[tuple[str, Any]] = []
     for begin in range(0, len(params), per_statement):
         chunk = params[begin : begin + per_statement]
         flat = tuple(chain.from_iterable(chunk))
-        out.append((statement.multi_row_sql(len(chunk)), flat))
+        sql = full_sql if len(chunk) == per_statement else statement.multi_row_sql(len(chunk))
+        out.append((sql, flat))
     return out
 
 
