@@ -24,15 +24,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: `record` and `run` both take the feed's symbols and interval from the command line.
+SymbolsOption = Annotated[
+    str | None, typer.Option(help="Override feed.symbols, e.g. BTCUSDT,ETHUSDT.")
+]
+IntervalOption = Annotated[
+    str | None, typer.Option(help="Override feed.interval (Bybit code, e.g. 5).")
+]
+
 
 def record(
     out: Annotated[Path, typer.Option("--out", help="Directory for the recording files.")],
-    symbols: Annotated[
-        str | None, typer.Option(help="Override feed.symbols, e.g. BTCUSDT,ETHUSDT.")
-    ] = None,
-    interval: Annotated[
-        str | None, typer.Option(help="Override feed.interval (Bybit code, e.g. 5).")
-    ] = None,
+    symbols: SymbolsOption = None,
+    interval: IntervalOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Record the live kline stream to rotating JSONL.gz files until SIGTERM/SIGINT."""
@@ -77,12 +81,8 @@ async def _until_signalled(
 
 
 def run(
-    symbols: Annotated[
-        str | None, typer.Option(help="Override feed.symbols, e.g. BTCUSDT,ETHUSDT.")
-    ] = None,
-    interval: Annotated[
-        str | None, typer.Option(help="Override feed.interval (Bybit code, e.g. 5).")
-    ] = None,
+    symbols: SymbolsOption = None,
+    interval: IntervalOption = None,
     record: Annotated[
         Path | None,
         typer.Option("--record", help="Also record frames and REST bars here (replayable)."),
