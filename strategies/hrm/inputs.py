@@ -9,12 +9,14 @@ model or decide anything.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from strategies.base import SymbolContext
 from strategies.hrm.heads import FeatureBatch
@@ -81,9 +83,11 @@ def read_inputs(
 def _checked(window: np.ndarray, n_features: int, clip: float) -> np.ndarray:
     if window.ndim != 2 or window.shape[0] < 1 or window.shape[1] != n_features:
         raise InputRejected("feature_shape")
-    if not np.isfinite(window).all():
-        raise InputRejected("feature_not_finite")
-    if float(np.abs(window).max()) > clip + _CLIP_SLACK:
+    # One pass for the usual case: a NaN makes the max NaN and an infinity exceeds the bound,
+    # so only a window that fails it needs the second pass that names the reason.
+    if not float(np.abs(window).max()) <= clip + _CLIP_SLACK:
+        if not np.isfinite(window).all():
+            raise InputRejected("feature_not_finite")
         raise InputRejected("feature_out_of_range")
     return np.asarray(window, dtype=np.float32)
 
@@ -104,23 +108,50 @@ def stack_batch(
     """
     if len({row.tactical.shape for row in rows}) != 1:
         raise InputRejected("feature_shape")
-    tactical = torch.from_numpy(np.stack([row.tactical for row in rows]))  # (B, T_tac, F)
-    account = torch.from_numpy(np.stack([row.account for row in rows]))  # (B, A)
-    instrument = torch.tensor([instrument_bucket(s, instrument_buckets) for s in symbols])  # (B,)
-    timeframe = torch.tensor([timeframe_index(i) for i in intervals])  # (B,)
+    tactical = torch.from_numpy(_stacked([row.tactical for row in rows]))  # (B, T_tac, F)
+    account = torch.from_numpy(_stacked([row.account for row in rows]))  # (B, A)
+    instrument, timeframe = _indices(tuple(symbols), tuple(intervals), instrument_buckets, device)
     strategic = index = None
     if strategic_rows:
         windows = [rows[i].strategic for i in strategic_rows]
         stacked = [w for w in windows if w is not None]
         if len(stacked) != len(windows) or len({w.shape for w in stacked}) != 1:
             raise InputRejected("feature_shape")
-        strategic = torch.from_numpy(np.stack(stacked)).to(device)  # (S, T_str, F)
+        strategic = torch.from_numpy(_stacked(stacked)).to(device)  # (S, T_str, F)
         index = torch.tensor(list(strategic_rows), dtype=torch.long, device=device)  # (S,)
     return FeatureBatch(
         tactical=tactical.to(device),
         account=account.to(device),
-        instrument=instrument.to(device),
-        timeframe=timeframe.to(device),
+        instrument=instrument,
+        timeframe=timeframe,
         strategic=strategic,
         strategic_rows=index,
     )
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """`np.stack`, without its copy for the one-row batch of a single symbol.
+
+    A read-only array is still copied: torch warns on wrapping one, and the copy is what
+    `np.stack` gave before.
+    """
+    if len(arrays) == 1 and arrays[0].flags.writeable:
+        return np.ascontiguousarray(arrays[0][np.newaxis])
+    return np.stack(arrays)
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(
+    symbols: tuple[str, ...], intervals: tuple[str, ...], buckets: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Instrument buckets and timeframe indices of a batch's rows. # (B,), (B,) long
+
+    A slice's symbols repeat from bar to bar, and hashing each symbol and building two tensors
+    cost a few microseconds per row on every bar, so the tensors are cached and shared by the
+    calls (the model only reads them). They are built as normal tensors even if a caller is in
+    inference mode, so a later autograd forward could still use them.
+    """
+    with torch.inference_mode(False):
+        instrument = torch.tensor([instrument_bucket(s, buckets) for s in symbols], device=device)
+        timeframe = torch.tensor([timeframe_index(i) for i in intervals], device=device)
+    return instrument, timeframe

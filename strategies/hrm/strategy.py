@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,55 @@ class OutputRecord:
     strategic: bool
 
 
+def output_table(out: HRMOutputs) -> tuple[Tensor, dict[str, int]]:
+    """Every head side by side as one (B, C) float32 CPU tensor, and each head's first column.
+
+    One tensor instead of thirteen: the streaming path moves it to the CPU, checks it for
+    non-finite values and turns it into Python floats with one call each. Done per head, those
+    ~40 small tensor calls cost about 0.1 ms per slice on a CPU (a sixth of a tactical step).
+    """
+    tensors = _tensors(out)
+    starts: dict[str, int] = {}
+    column = 0
+    for name, tensor in zip(_OUTPUT_FIELDS, tensors, strict=True):
+        starts[name] = column
+        column += 1 if tensor.dim() == 1 else tensor.shape[1]
+    return torch.column_stack(tensors).float().cpu(), starts  # (B, C)
+
+
+def row_outputs(
+    table: Tensor,
+    values: list[float],
+    j: int,
+    starts: dict[str, int],
+    *,
+    atr_relative: float,
+    horizons: tuple[int, ...],
+    horizon_bars: int,
+) -> SymbolOutputs:
+    """Row j of an `output_table` (`values` is that row as floats) as `SymbolOutputs`.
+
+    The same conversions as converting each head's tensor element: float32 values widened to
+    float, the first maximal action logit (torch's argmax tie rule), and the up probability
+    from torch's sigmoid of the 0-d element, so decisions are bit for bit those of the heads.
+    """
+    logits = values[starts["action_logits"] : starts["action_logits"] + len(ACTIONS)]
+    if horizon_bars == 1 or horizon_bars not in horizons:
+        in_atr = values[starts["next_return"]]
+    else:
+        in_atr = values[starts["horizon_returns"] + horizons.index(horizon_bars)]
+    return SymbolOutputs(
+        action=ACTIONS[logits.index(max(logits))],
+        size=values[starts["size"]],
+        confidence=values[starts["confidence"]],
+        stop_loss_atr=values[starts["stop_loss_atr"]],
+        take_profit_atr=values[starts["take_profit_atr"]],
+        expected_return=in_atr * atr_relative,
+        up_probability=float(torch.sigmoid(table[j, starts["direction_logit"]])),
+        risk_budget=values[starts["risk_budget"]],
+    )
+
+
 def symbol_outputs(
     out: HRMOutputs,
     j: int,
@@ -86,19 +136,15 @@ def symbol_outputs(
     horizon_bars: int,
 ) -> SymbolOutputs:
     """Row j of the outputs as floats, the return of `horizon_bars` converted from ATR units."""
-    if horizon_bars == 1 or horizon_bars not in horizons:
-        in_atr = float(out.next_return[j])
-    else:
-        in_atr = float(out.horizon_returns[j, horizons.index(horizon_bars)])
-    return SymbolOutputs(
-        action=ACTIONS[int(out.action_logits[j].argmax())],
-        size=float(out.size[j]),
-        confidence=float(out.confidence[j]),
-        stop_loss_atr=float(out.stop_loss_atr[j]),
-        take_profit_atr=float(out.take_profit_atr[j]),
-        expected_return=in_atr * atr_relative,
-        up_probability=float(torch.sigmoid(out.direction_logit[j])),
-        risk_budget=float(out.risk_budget[j]),
+    table, starts = output_table(out)
+    return row_outputs(
+        table,
+        table[j].tolist(),
+        j,
+        starts,
+        atr_relative=atr_relative,
+        horizons=horizons,
+        horizon_bars=horizon_bars,
     )
 
 
@@ -150,6 +196,7 @@ class HRMStrategy:
         self.halted_reason: str | None = None
         self._hierarchical = not self.model.needs_strategic_every_bar
         self._carry: dict[str, SymbolCarry] = {}
+        self._phases: dict[str, int] = {}  # strategic_phase per symbol (a hash: worth caching)
         self._on_outputs = on_outputs
 
     # -- deciding ---------------------------------------------------------------------------
@@ -180,10 +227,11 @@ class HRMStrategy:
         if not self._hierarchical:
             return True
         bar = context.bar
+        phase = self._phases.get(bar.symbol)
+        if phase is None:
+            phase = self._phases[bar.symbol] = strategic_phase(bar.symbol, self.strategic_every)
         bar_index = bar.start_ms // INTERVAL_MS[bar.interval]
-        return (bar_index + strategic_phase(bar.symbol, self.strategic_every)) % (
-            self.strategic_every
-        ) == 0
+        return (bar_index + phase) % self.strategic_every == 0
 
     def _checked_rows(
         self, contexts: Sequence[SymbolContext]
@@ -236,8 +284,11 @@ class HRMStrategy:
         )
         with torch.inference_mode(), self._autocast():
             result = self.model.infer(carry, batch)
-        outputs = _to_cpu(result.outputs)
-        if not all(bool(torch.isfinite(t).all()) for t in _tensors(outputs)):
+            table, starts = output_table(result.outputs)  # (B, C) on the CPU
+        values = table.tolist()
+        # Any NaN or infinity makes the sum non-finite, and float32 values cannot overflow a
+        # float sum of this size: the same test as torch.isfinite(table).all(), ~10x cheaper.
+        if not math.isfinite(sum(map(sum, values))):
             raise FloatingPointError("the model produced non-finite outputs")
         z_h = result.carry.z_strategic.float()
         z_l = result.carry.z_tactical.float()
@@ -255,7 +306,15 @@ class HRMStrategy:
                 last_strategic_ms=context.bar.start_ms if strategic else before.last_strategic_ms,
             )
             decided[i] = to_decision(
-                self._row(outputs, j, inputs),
+                row_outputs(
+                    table,
+                    values[j],
+                    j,
+                    starts,
+                    atr_relative=inputs.atr_relative,
+                    horizons=self.model.config.horizons,
+                    horizon_bars=self.policy.horizon_bars,
+                ),
                 DecisionContext(
                     bar=context.bar,
                     account=context.account,
@@ -269,23 +328,26 @@ class HRMStrategy:
             )
         self._carry.update(updated)  # only once every row has decided: a failure changes nothing
         if self._on_outputs is not None:
-            self._on_outputs(self._records(outputs, rows, picked, steps))
+            self._on_outputs(self._records(table, values, starts, rows, picked, steps))
         return decided
 
     def _records(
         self,
-        outputs: HRMOutputs,
+        table: Tensor,
+        values: list[list[float]],
+        starts: dict[str, int],
         rows: list[tuple[int, SymbolInputs, bool]],
         picked: list[SymbolContext],
         steps: list[int],
     ) -> list[OutputRecord]:
+        direction = starts["direction_logit"]
         return [
             OutputRecord(
                 symbol=context.bar.symbol,
                 bar_start_ms=context.bar.start_ms,
-                expected_return=float(outputs.next_return[j]) * inputs.atr_relative,
-                up_probability=float(torch.sigmoid(outputs.direction_logit[j])),
-                confidence=float(outputs.confidence[j]),
+                expected_return=values[j][starts["next_return"]] * inputs.atr_relative,
+                up_probability=float(torch.sigmoid(table[j, direction])),
+                confidence=values[j][starts["confidence"]],
                 act_steps=int(steps[j]),
                 strategic=due and self._hierarchical,
             )
@@ -301,16 +363,6 @@ class HRMStrategy:
                 fresh.z_tactical[0].to(self.device, torch.float32),
             )
         return carry
-
-    def _row(self, out: HRMOutputs, j: int, inputs: SymbolInputs) -> SymbolOutputs:
-        """Row j as floats, returns converted from ATR units to log returns."""
-        return symbol_outputs(
-            out,
-            j,
-            atr_relative=inputs.atr_relative,
-            horizons=self.model.config.horizons,
-            horizon_bars=self.policy.horizon_bars,
-        )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":
@@ -365,9 +417,9 @@ def _tensor(values: list[Any], device: torch.device) -> Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device)
 
 
+#: HRMOutputs' field names in order (dataclasses.fields costs microseconds on every call).
+_OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(HRMOutputs))
+
+
 def _tensors(outputs: HRMOutputs) -> list[Tensor]:
-    return [getattr(outputs, f.name) for f in dataclasses.fields(outputs)]
-
-
-def _to_cpu(outputs: HRMOutputs) -> HRMOutputs:
-    return HRMOutputs(*(t.detach().float().cpu() for t in _tensors(outputs)))
+    return [getattr(outputs, name) for name in _OUTPUT_FIELDS]

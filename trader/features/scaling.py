@@ -36,10 +36,17 @@ def robust_scale(columns: np.ndarray, *, window: int, clip: float) -> np.ndarray
     k_lo, k_hi = (window - 1) // 2, window // 2
     # Feature-major, so each window is contiguous and numpy's SIMD sort applies; on windows
     # this short, sorting beats np.partition and yields exactly the same order statistics.
-    step_f, step_t = columns.strides
-    windows = as_strided(  # (F, m, window), a read-only view
-        columns, shape=(n_features, m, window), strides=(step_f, step_t, step_t), writeable=False
-    )
+    if m == 1:
+        # The streaming case (one new row per bar): the same view without as_strided's ~7 us.
+        windows = columns[:, np.newaxis, :]  # (F, 1, window)
+    else:
+        step_f, step_t = columns.strides
+        windows = as_strided(  # (F, m, window), a read-only view
+            columns,
+            shape=(n_features, m, window),
+            strides=(step_f, step_t, step_t),
+            writeable=False,
+        )
     work = np.sort(windows, axis=-1)  # (F, m, window)
     median = 0.5 * (work[..., k_lo] + work[..., k_hi])  # (F, m)
     np.subtract(windows, median[..., None], out=work)  # reuse the buffer for |x - median|
@@ -121,7 +128,12 @@ class LazyScaler:
             self._raw[:, :kept] = self._raw[:, self._raw_len - kept : self._raw_len]
             self._raw_first += self._raw_len - kept
             self._raw_len = kept
-        self._raw[:, self._raw_len : self._raw_len + m] = np.asarray(pending, dtype=np.float64).T
+        start = self._raw_len
+        if m == 1:
+            # The streaming case: one row straight into its column, no intermediate array.
+            self._raw[:, start] = pending[0]
+        else:
+            self._raw[:, start : start + m] = np.asarray(pending, dtype=np.float64).T
         self._raw_len += m
         self._pending.clear()
 
