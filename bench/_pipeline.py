@@ -11,8 +11,14 @@ from typing import Any
 
 
 @asynccontextmanager
-async def sqlite_pipeline(db_path: Path, strategy: str, run_id: str) -> AsyncIterator[Any]:
-    """Yield (engine, writer) on a fresh, migrated SQLite file holding the run `run_id`."""
+async def sqlite_pipeline(
+    db_path: Path, strategy: str, run_id: str, *, instance: Any = None
+) -> AsyncIterator[Any]:
+    """Yield (engine, writer) on a fresh, migrated SQLite file holding the run `run_id`.
+
+    `instance`, when given, is the strategy object the engine uses (already built for the
+    strategy named `strategy`, e.g. with a hook on it); by default the engine builds its own.
+    """
     from trader.config import Settings
     from trader.persistence.database import make_engine
     from trader.persistence.migrate import ensure_schema
@@ -36,7 +42,8 @@ async def sqlite_pipeline(db_path: Path, strategy: str, run_id: str) -> AsyncIte
             started_at=datetime.now(UTC),
         )
         async with build_writer(db, settings.database) as writer:
-            yield build_engine(settings, run_id=run_id, sink=writer), writer
+            engine = build_engine(settings, run_id=run_id, sink=writer, strategy=instance)
+            yield engine, writer
     finally:
         await db.dispose()
 
