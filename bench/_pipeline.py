@@ -41,7 +41,7 @@ async def sqlite_pipeline(
             symbols=["BTCUSDT"],
             started_at=datetime.now(UTC),
         )
-        async with build_writer(db, settings.database) as writer:
+        async with build_writer(db, settings.database, replay=True) as writer:
             engine = build_engine(settings, run_id=run_id, sink=writer, strategy=instance)
             yield engine, writer
     finally:

@@ -36,16 +36,23 @@ from trader.rewards import RewardTracker
 WRITER_SWITCH_INTERVAL_S = 0.001
 
 
-def build_writer(db: AsyncEngine, section: DatabaseSettings) -> BatchWriter:
+def build_writer(
+    db: AsyncEngine, section: DatabaseSettings, *, replay: bool = False
+) -> BatchWriter:
     """The single batching writer, configured from the `[database]` section.
 
-    With a SQLite file the writer commits on its own thread. CPython hands the GIL to a waiting
-    thread only every `sys.getswitchinterval()` (5 ms by default), and the writer needs it back
-    a few dozen times per batch, so under a CPU-bound replay it fell ~0.4 s behind on the
-    benchmark series; 1 ms lets it keep pace (bench/replay_throughput.py). This is a process-wide
-    setting, which is why the composition root makes it and not the writer.
+    Live, a SQLite file commits on the writer's own thread, so the loop keeps serving the
+    websocket while a slice commits. CPython hands the GIL to a waiting thread only every
+    `sys.getswitchinterval()` (5 ms by default), and the writer needs it back a few dozen times
+    per batch, so 1 ms keeps its commits prompt. This is a process-wide setting, which is why
+    the composition root makes it and not the writer.
+
+    A replay (`replay=True`) commits SQLite on the loop's own thread: nothing else needs the
+    loop meanwhile, and that measured faster than a writer thread on the 2-vCPU VM
+    (bench/replay_throughput.py).
     """
-    if is_file_sqlite(db):
+    on_loop_thread = replay and is_file_sqlite(db)
+    if is_file_sqlite(db) and not on_loop_thread:
         sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL_S))
     return BatchWriter(
         db,
@@ -53,6 +60,7 @@ def build_writer(db: AsyncEngine, section: DatabaseSettings) -> BatchWriter:
         retry_attempts=section.write_retry_attempts,
         retry_backoff_s=section.write_retry_backoff_s,
         enqueue_timeout_s=section.enqueue_timeout_s,
+        sqlite_on_loop_thread=on_loop_thread,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,21 @@ from trader.persistence._sqlite_thread import SqliteThreadTransactor
 from trader.persistence.database import make_engine
 
 
+@pytest.mark.parametrize("on_loop_thread", [False, True], ids=["writer_thread", "loop_thread"])
 async def test_wal_is_checkpointed_after_every_n_transactions_not_by_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_loop_thread: bool
 ) -> None:
+    """Live (own thread) and replay (the loop's thread) alike: commits never checkpoint, the
+    transactor does every N transactions, and each transaction runs on the thread it should."""
     monkeypatch.setattr(_sqlite_thread, "CHECKPOINT_EVERY_TRANSACTIONS", 3)
     path = tmp_path / "t.db"
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
-    transactor = SqliteThreadTransactor(engine, busy_timeout_ms=1_000)
+    transactor = SqliteThreadTransactor(
+        engine, busy_timeout_ms=1_000, on_loop_thread=on_loop_thread
+    )
+    threads: set[int] = set()
     try:
+        await transactor.transact(lambda c: threads.add(threading.get_ident()))
         await transactor.transact(lambda c: c.exec_driver_sql("CREATE TABLE t (x TEXT)"))
         for _ in range(4):
             await transactor.transact(
@@ -34,6 +42,7 @@ async def test_wal_is_checkpointed_after_every_n_transactions_not_by_commits(
         await transactor.close()
         await engine.dispose()
     assert autocheckpoint == [0]
+    assert (threads == {threading.get_ident()}) is on_loop_thread
     # After the checkpoint at the third transaction, the database file holds the rows written
     # before it without reading the WAL.
     with sqlite3.connect(path) as conn:

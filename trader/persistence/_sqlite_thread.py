@@ -44,16 +44,35 @@ async def busy_timeout_ms_of(engine: AsyncEngine) -> int:
 class SqliteThreadTransactor:
     """Runs `fn(connection)` inside one transaction on the single writer thread."""
 
-    def __init__(self, engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, busy_timeout_ms: int, on_loop_thread: bool = False
+    ) -> None:
+        """Prepare (nothing connects before the first transaction).
+
+        Args:
+            engine: the database (a SQLite file); its URL is reused for a synchronous engine.
+            busy_timeout_ms: how long a statement waits for another process's lock.
+            on_loop_thread: run each transaction on the calling (event loop) thread instead.
+                For a replay, which has nothing else to do while a batch commits: on the
+                project's 2-vCPU VM the writer thread's SQLite work slowed the engine's loop
+                more than it overlapped with it (ema_cross, full series: 58 vs 52 us per bar).
+        """
         self._url = engine.url
         self._busy_timeout_ms = busy_timeout_ms
         # One thread, so the sqlite3 connection never crosses threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistence.writer")
+        self._on_loop_thread = on_loop_thread
         self._engine: Engine | None = None
         self._transactions = 0
 
     async def transact(self, fn: Callable[[Connection], None]) -> None:
         """Run `fn` in a transaction that commits when it returns and rolls back if it raises."""
+        if self._on_loop_thread:
+            self._transact(fn)
+            self._transactions += 1
+            if self._transactions % CHECKPOINT_EVERY_TRANSACTIONS == 0:
+                self._checkpoint()
+            return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._transact, fn)
         self._transactions += 1

@@ -85,6 +85,7 @@ class BatchWriter:
         enqueue_timeout_s: float,
         drain_timeout_s: float = 30.0,
         on_fatal: Callable[[BaseException], None] | None = None,
+        sqlite_on_loop_thread: bool = False,
     ) -> None:
         """Configure the writer; nothing starts before `async with`.
 
@@ -96,6 +97,8 @@ class BatchWriter:
             enqueue_timeout_s: longest `submit` waits for queue space before it is fatal.
             drain_timeout_s: longest `__aexit__` waits for queued batches to commit.
             on_fatal: called once, with the cause, when the writer fails.
+            sqlite_on_loop_thread: a SQLite file commits on the event loop's thread rather
+                than on the writer's own thread (replay; see `SqliteThreadTransactor`).
         """
         if queue_max_batches < 1 or retry_attempts < 1:
             raise ValueError("queue_max_batches and retry_attempts must be at least 1")
@@ -121,6 +124,7 @@ class BatchWriter:
         self._failed: BaseException | None = None
         # File SQLite: whole transactions on a dedicated thread (see _sqlite_thread).
         self._thread: SqliteThreadTransactor | None = None
+        self._sqlite_on_loop_thread = sqlite_on_loop_thread
         self._failed_attempts = 0
 
     @property
@@ -158,7 +162,9 @@ class BatchWriter:
         self._queue = asyncio.Queue(maxsize=self._queue_max_batches)
         if is_file_sqlite(self._engine):
             self._thread = SqliteThreadTransactor(
-                self._engine, busy_timeout_ms=await busy_timeout_ms_of(self._engine)
+                self._engine,
+                busy_timeout_ms=await busy_timeout_ms_of(self._engine),
+                on_loop_thread=self._sqlite_on_loop_thread,
             )
         self._task = asyncio.create_task(self._write_loop(self._queue), name="persistence.writer")
         return self

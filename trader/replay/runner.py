@@ -195,7 +195,7 @@ async def _run(
     on_slice: Callable[[int], None] | None,
     strategy: Strategy | None,
 ) -> None:
-    async with build_writer(db, settings.database) as writer:
+    async with build_writer(db, settings.database, replay=True) as writer:
         engine = build_engine(settings, run_id=run_id, sink=writer, strategy=strategy)
         resume_after = -1
         if snapshot is not None:
@@ -235,8 +235,9 @@ async def _run(
                 await engine.flush()
             if writer.pending_batches and handled % _YIELD_EVERY_SLICES == 0:
                 # Nothing in a replayed slice really waits, so without this loop turn the writer
-                # task would only run at the end; with it, the writer hands each batch on as
-                # soon as the previous one is committed, and the database works in parallel.
+                # task would only run at the end and batches would pile up in its queue; with
+                # it, each batch is committed soon after it is cut (a SQLite file on this very
+                # thread, see `build_writer`; PostgreSQL while the engine goes on).
                 await asyncio.sleep(0)
             if on_slice is not None:
                 on_slice(handled)
