@@ -82,7 +82,8 @@ def weight_for(decision_type: DecisionType, weights: HicraWeights) -> float:
     Raises:
         ValueError: `decision_type` names no decision type.
     """
-    kind = DecisionType(decision_type)
+    # Once per decision: skip the enum constructor (a Python-level lookup) for a member.
+    kind = decision_type if type(decision_type) is DecisionType else DecisionType(decision_type)
     if kind is DecisionType.STRATEGIC:
         return weights.strategic
     if kind is DecisionType.TACTICAL:
