@@ -167,3 +167,33 @@ def test_replay_job_cuts_metrics_to_the_held_out_bars_when_run_in_process(tmp_pa
     assert [f["bars"] for f in result.folds] == [20, 20, 20]
     assert result.decisions["BUY_LONG"] == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_jobs_weigh_forecasts_against_the_runs_fee_when_it_differs(tmp_path: Path) -> None:
+    """`trader evaluate` charges `broker.taker_fee`; a checkpoint's forecast rule (calibrated at
+    another fee) must then weigh its forecasts against that fee too, as `trader replay` does."""
+    from strategies.hrm.checkpoint import DEFAULT_CHECKPOINTS
+    from strategies.hrm.strategy import HRMStrategy
+    from trader._evaluate_replay import build_job_strategy
+
+    settings = Settings(broker={"taker_fee": 0.002}, model={"device": "cpu"})
+    job = ReplayJob(
+        series="BTCUSDT_5m",
+        path=FIXTURES / "ETHUSDT_5m.csv.gz",
+        variant=Variant("hrm", "hrm"),
+        checkpoint=DEFAULT_CHECKPOINTS["hrm"],
+        from_ms=0,
+        heldout_start_ms=0,
+        to_ms=None,
+        folds=1,
+        settings=settings,
+        work_dir=tmp_path,
+    )
+    strategy = build_job_strategy(job, lambda records: None)
+    assert isinstance(strategy, HRMStrategy)
+    assert strategy.policy.taker_fee == 0.002
+    calibrated = load_checkpoint(
+        DEFAULT_CHECKPOINTS["hrm"], expected_schema_hash=DEFAULT_SCHEMA_HASH
+    ).meta.policy
+    assert strategy.policy == calibrated.at_fee(0.002)
+    assert calibrated.at_fee(None) is calibrated

@@ -186,7 +186,8 @@ def build_job_strategy(
         ablated,
         device=settings.model.device,
         strategic_every=settings.model.strategic_every,
-        policy=ablated.meta.policy,
+        # The replay charges `broker.taker_fee`; the rule weighs its forecasts against the same.
+        policy=ablated.meta.policy.at_fee(settings.broker.taker_fee),
         num_threads=1,
         on_outputs=on_outputs,
     )

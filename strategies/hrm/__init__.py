@@ -10,7 +10,6 @@ passes validated settings.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from strategies.hrm.checkpoint import (
@@ -69,13 +68,10 @@ def build_hrm_strategy(
         loaded = load_checkpoint(path, expected_kind=kind, expected_schema_hash=expected)
     else:
         loaded = fresh_model(kind, seed=seed, schema_hash=expected, feature_clip=feature_clip)
-    policy = loaded.meta.policy
-    if taker_fee is not None:
-        policy = dataclasses.replace(policy, taker_fee=taker_fee)
     return HRMStrategy(
         loaded,
         device=device,
         strategic_every=strategic_every,
-        policy=policy,
+        policy=loaded.meta.policy.at_fee(taker_fee),
         num_threads=INFERENCE_THREADS,
     )

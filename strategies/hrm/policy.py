@@ -13,6 +13,7 @@ multiplied by confidence, because the risk layer already scales by `Decision.con
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,6 +58,16 @@ class PolicySettings:
         """Fees of opening and closing once, as a fraction (a log return of that size)."""
         return 2.0 * self.taker_fee
 
+    def at_fee(self, taker_fee: float | None) -> PolicySettings:
+        """These thresholds for a run paying `taker_fee` per side (None: as calibrated).
+
+        The entry and exit thresholds are multiples of the round-trip fee, so they carry over
+        to another fee; a run must weigh predicted returns against the fees it really pays.
+        """
+        if taker_fee is None or taker_fee == self.taker_fee:
+            return self
+        return dataclasses.replace(self, taker_fee=taker_fee)
+
 
 @dataclass(frozen=True, slots=True)
 class SymbolOutputs:
@@ -74,7 +85,7 @@ class SymbolOutputs:
 
 @dataclass(frozen=True, slots=True)
 class DecisionContext:
-    """What the mapping needs besides the outputs."""
+    """What the mapping needs besides the outputs (not hashable: `AccountState` is not)."""
 
     bar: Bar
     account: AccountState

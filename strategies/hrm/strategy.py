@@ -59,9 +59,13 @@ def strategic_phase(symbol: str, strategic_every: int) -> int:
 def resolve_device(device: str) -> torch.device:
     """`auto` is CUDA when available, else CPU; `cpu` and `cuda` are taken as given."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and torch.cuda.is_available():
+        # With its index: tensors cached per device (the batch's index tensors) then stay on
+        # the GPU the model is on, whatever the current device is later.
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
 
 
@@ -196,7 +200,8 @@ class HRMStrategy:
         self.halted_reason: str | None = None
         self._hierarchical = not self.model.needs_strategic_every_bar
         self._carry: dict[str, SymbolCarry] = {}
-        self._phases: dict[str, int] = {}  # strategic_phase per symbol (a hash: worth caching)
+        # strategic_phase per (symbol, strategic_every): a hash, worth caching per bar.
+        self._phases: dict[tuple[str, int], int] = {}
         self._on_outputs = on_outputs
 
     # -- deciding ---------------------------------------------------------------------------
@@ -227,11 +232,12 @@ class HRMStrategy:
         if not self._hierarchical:
             return True
         bar = context.bar
-        phase = self._phases.get(bar.symbol)
+        every = self.strategic_every
+        phase = self._phases.get((bar.symbol, every))
         if phase is None:
-            phase = self._phases[bar.symbol] = strategic_phase(bar.symbol, self.strategic_every)
+            phase = self._phases[(bar.symbol, every)] = strategic_phase(bar.symbol, every)
         bar_index = bar.start_ms // INTERVAL_MS[bar.interval]
-        return (bar_index + phase) % self.strategic_every == 0
+        return (bar_index + phase) % every == 0
 
     def _checked_rows(
         self, contexts: Sequence[SymbolContext]
