@@ -1,11 +1,16 @@
-"""Whole SQLite write transactions on one dedicated thread.
+"""Whole SQLite write transactions through one synchronous connection, on one thread.
 
-Owns the thread and the synchronous SQLite engine the batching writer uses for file databases.
-Why: through aiosqlite every statement is a round trip between the event loop and aiosqlite's
-thread, and each return needs the GIL back from an engine loop that is busy computing; under a
-fast replay that serialised the writer behind the engine. Here one hand-off runs a batch's whole
-transaction (SQLite's own work releases the GIL, so it overlaps the engine on the other core)
-and one completion comes back. It must not decide what to write or retry: the writer does.
+Owns the synchronous SQLite engine the batching writer uses for file databases, the thread its
+transactions run on, and WAL checkpoints. Why synchronous: through aiosqlite every statement is
+a round trip between the event loop and aiosqlite's thread, and each return needs the GIL back
+from an engine loop that is busy computing; under a fast replay that serialised the writer
+behind the engine. Here a batch's whole transaction is one call.
+
+Live, that call runs on a dedicated writer thread, so the loop serves the websocket while a
+slice commits (SQLite's own work releases the GIL). A replay runs it on the event loop's thread
+instead (`on_loop_thread`): nothing else needs the loop, and on the project's 2-vCPU VM SQLite
+busy on the second vCPU slowed the engine on the first more than the overlap saved. It must not
+decide what to write or retry: the writer does.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ async def busy_timeout_ms_of(engine: AsyncEngine) -> int:
 
 
 class SqliteThreadTransactor:
-    """Runs `fn(connection)` inside one transaction on the single writer thread."""
+    """Runs `fn(connection)` inside one transaction, on the writer thread or the loop's."""
 
     def __init__(
         self, engine: AsyncEngine, *, busy_timeout_ms: int, on_loop_thread: bool = False
@@ -55,31 +60,35 @@ class SqliteThreadTransactor:
             on_loop_thread: run each transaction on the calling (event loop) thread instead.
                 For a replay, which has nothing else to do while a batch commits: on the
                 project's 2-vCPU VM the writer thread's SQLite work slowed the engine's loop
-                more than it overlapped with it (ema_cross, full series: 58 vs 52 us per bar).
+                more than it overlapped with it (ema_cross, full series: 65.5 us per bar with
+                the thread, 54.5 without; medians of 18 interleaved runs each).
         """
         self._url = engine.url
         self._busy_timeout_ms = busy_timeout_ms
-        # One thread, so the sqlite3 connection never crosses threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistence.writer")
-        self._on_loop_thread = on_loop_thread
+        # One thread (or none), so the sqlite3 connection never crosses threads.
+        self._executor = (
+            None
+            if on_loop_thread
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistence.writer")
+        )
         self._engine: Engine | None = None
         self._transactions = 0
 
     async def transact(self, fn: Callable[[Connection], None]) -> None:
         """Run `fn` in a transaction that commits when it returns and rolls back if it raises."""
-        if self._on_loop_thread:
+        executor = self._executor
+        if executor is None:
             self._transact(fn)
-            self._transactions += 1
-            if self._transactions % CHECKPOINT_EVERY_TRANSACTIONS == 0:
-                self._checkpoint()
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._transact, fn)
+        else:
+            await asyncio.get_running_loop().run_in_executor(executor, self._transact, fn)
         self._transactions += 1
         if self._transactions % CHECKPOINT_EVERY_TRANSACTIONS == 0:
-            # Queued behind nothing and awaited by no one: the thread checkpoints right after
-            # this commit was reported, while the engine waits for its next bar.
-            self._executor.submit(self._checkpoint)
+            if executor is None:
+                self._checkpoint()
+            else:
+                # Queued behind nothing and awaited by no one: the thread checkpoints right
+                # after this commit was reported, while the engine waits for its next bar.
+                executor.submit(self._checkpoint)
 
     def _transact(self, fn: Callable[[Connection], None]) -> None:
         with self._connectable().begin() as connection:
@@ -104,9 +113,12 @@ class SqliteThreadTransactor:
 
     async def close(self) -> None:
         """Dispose of the engine on its thread (after any transaction still running), then stop."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._dispose)
-        self._executor.shutdown(wait=False)
+        executor = self._executor
+        if executor is None:
+            self._dispose()
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, self._dispose)
+        executor.shutdown(wait=False)
 
     def _dispose(self) -> None:
         if self._engine is not None:

@@ -8,6 +8,7 @@ SQLite writer process use it. It must not own connections, tasks or retry policy
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,11 +65,10 @@ class _Statement:
         """The same statement with `rows` VALUES groups (qmark placeholders only).
 
         SQLite's executemany releases and re-takes the GIL around every row, which makes the
-        writer thread and the engine's loop fight over the GIL; one statement per few hundred
-        rows releases it once for the whole chunk, so SQLite's own work runs on the other core.
+        writer thread and the engine's loop fight over the GIL; one statement per chunk of rows
+        releases it once for the whole chunk.
         """
-        head, values, tail = _split_values(self.sql)
-        return head + ", ".join([values] * rows) + tail
+        return _multi_row_sql(self.sql, rows)
 
     def encode(self, rows: Sequence[Row], *, convert: bool = True) -> list[tuple[Any, ...]]:
         """Rows as positional tuples; money columns become float (Decimal is accepted).
@@ -142,6 +142,14 @@ class Statements:
         return _Statement(
             table=table.name, sql=compiled.string, columns=order, converters=converters
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_row_sql(sql: str, rows: int) -> str:
+    """`sql` with its VALUES group repeated `rows` times (cached: the full-chunk text of each
+    table is asked for on every batch)."""
+    head, values, tail = _split_values(sql)
+    return head + ", ".join([values] * rows) + tail
 
 
 def _split_values(sql: str) -> tuple[str, str, str]:

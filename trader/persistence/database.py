@@ -48,8 +48,9 @@ def make_sync_sqlite_engine(
 ) -> Engine:
     """A synchronous engine on the same SQLite file, tuned like `make_engine`'s.
 
-    The batching writer runs whole transactions on one dedicated thread through it (see
-    `trader.persistence._sqlite_thread`); the caller owns it and must dispose of it there.
+    The batching writer runs whole transactions through it on one thread, its own or the event
+    loop's (see `trader.persistence._sqlite_thread`); the caller owns it and must dispose of it
+    on that thread.
     `auto_checkpoint=False` leaves WAL checkpoints to the caller.
     """
     engine = create_engine(url.set(drivername="sqlite"))

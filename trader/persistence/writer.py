@@ -122,7 +122,8 @@ class BatchWriter:
         self._committed = 0
         self._committed_rows = 0
         self._failed: BaseException | None = None
-        # File SQLite: whole transactions on a dedicated thread (see _sqlite_thread).
+        # File SQLite: whole transactions through one synchronous connection, on the writer's
+        # own thread live and on the loop's thread in a replay (see _sqlite_thread).
         self._thread: SqliteThreadTransactor | None = None
         self._sqlite_on_loop_thread = sqlite_on_loop_thread
         self._failed_attempts = 0
