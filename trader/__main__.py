@@ -2,6 +2,6 @@
 
 from trader.cli import main
 
-# Guarded: the database writer's child process re-imports the main module.
+# Guarded: `trader evaluate`'s spawned worker processes re-import the main module.
 if __name__ == "__main__":
     main()
