@@ -1,10 +1,11 @@
 """The risk protocols: the seam between the engine and whatever enforces risk.
 
 Owns the contracts a risk layer meets: size and check a decision, react to each account mark,
-produce flattening intents, and save its state with the run. `RiskPolicy` is the foundation's
-(met by `RiskGate`); `RiskLayerPolicy` is the full layer's (met by `RiskLayer`), which also
-takes every bar, exchange time, equity and all positions explicitly, and has the kill switch.
-It must not import the engine or know which model produced a decision.
+produce flattening intents, and save its state with the run. `RiskLayerPolicy` is the one the
+engine speaks (met by `RiskLayer`): it takes every bar, exchange time, equity and all positions
+explicitly, and has the kill switch. `RiskPolicy` is the foundation's narrower contract, met by
+`RiskGate`, which the composition root no longer builds. It must not import the engine or know
+which model produced a decision.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from trader.domain import Bar, Decision
 
 
 class RiskPolicy(Protocol):
-    """What the engine asks of risk; every order passes through `review` first."""
+    """The foundation gate's contract (the engine now speaks `RiskLayerPolicy`)."""
 
     state: TradingState
 

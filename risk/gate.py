@@ -6,7 +6,8 @@ This is the foundation's minimal gate: per-symbol max notional (sizing caps at i
 anything above it) and `risk.max_drawdown` halting and flattening. The value types here
 (`OrderIntent`, `Denial`, `RiskEvent`, `Verdict`, `SymbolLimits`) are shared with the full layer
 in `risk.layer` (gross exposure, leverage, order rate, daily loss, stale feed, correlation, the
-kill switch), which replaces this gate once the engine speaks `RiskLayerPolicy`.
+kill switch), which the engine uses instead of this gate (`RiskGate` is no longer built; the
+layer loads the state a gate saved).
 
 It must not know which model produced a decision, touch I/O, or keep money in floats: quantities
 are Decimal on the instrument's qty step.

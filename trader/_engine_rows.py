@@ -112,7 +112,7 @@ def position_row(run_id: str, position: Position, updated_ms: int) -> dict[str, 
 
 
 def protective_order(run_id: str, fill: Fill, bar_start_ms: int) -> Order:
-    """The orders row for an exit the broker triggered itself (stop-loss, take-profit)."""
+    """The order behind an exit the broker triggered itself (stop-loss, take-profit)."""
     return Order(
         client_order_id=fill.order_id,
         run_id=run_id,

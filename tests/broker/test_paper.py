@@ -370,6 +370,79 @@ async def test_cancel_all_removes_orders_when_symbol_given_or_not() -> None:
     assert await broker.on_bar(make_bar(1, 100, 100.5, 99.5, 100)) == []
 
 
+async def test_fill_now_closes_at_given_price_when_flattening_at_once() -> None:
+    """An emergency flatten fills at once at the given price, slipped and rounded against the
+    taker, with the taker fee, capped at the position and not clamped into any bar."""
+    broker = make_broker(fee="0.001", slippage_bps="10")
+    await open_position(broker, Side.BUY, stop_loss=90.0, take_profit=120.0)
+    order = make_order(Side.SELL, "2.5", decided_on=1, leg="flatten", reduce_only=True)
+    fill = await broker.fill_now(order, price=Decimal("130.005"), ts_ms=T0_MS + 123)
+    # 130.005 * 0.999 = 129.875005 -> 129.87 on the 0.01 tick, rounded against the seller.
+    assert fill == Fill(
+        order.client_order_id,
+        TEST,
+        Side.SELL,
+        Decimal(1),
+        Decimal("129.87"),
+        Decimal("129.87") * Decimal("0.001"),
+        T0_MS + 123,
+        FillReason.FLATTEN,
+        0,
+    )
+    assert broker.net_qty(TEST) == 0
+    assert broker.protective_levels(TEST) == (None, None)
+
+
+async def test_fill_now_fills_nothing_when_flat_adding_or_id_seen() -> None:
+    """No fill when there is no position, when the order would add to it, or on a retry."""
+    broker = make_broker()
+    close = make_order(Side.SELL, "1", decided_on=1, leg="flatten", reduce_only=True)
+    assert await broker.fill_now(close, price=Decimal(100), ts_ms=T0_MS) is None
+    await open_position(broker, Side.SELL)
+    adding = make_order(Side.SELL, "1", decided_on=2, leg="flatten", reduce_only=True)
+    assert await broker.fill_now(adding, price=Decimal(100), ts_ms=T0_MS) is None
+    closing = make_order(Side.BUY, "0.4", decided_on=3, leg="flatten", reduce_only=True)
+    assert await broker.fill_now(closing, price=Decimal(100), ts_ms=T0_MS) is not None
+    assert await broker.fill_now(closing, price=Decimal(100), ts_ms=T0_MS) is None
+    assert broker.net_qty(TEST) == Decimal("-0.6")
+
+
+@pytest.mark.parametrize(
+    ("reduce_only", "qty", "price", "message"),
+    [
+        (False, "1", "100", "reduce-only"),
+        (True, "0", "100", "positive"),
+        (True, "1", "0", "positive"),
+        (True, "1", "NaN", "positive"),
+    ],
+)
+async def test_fill_now_refuses_order_when_opening_or_not_positive(
+    reduce_only: bool, qty: str, price: str, message: str
+) -> None:
+    """Only a reduce-only order of positive quantity at a positive price fills at once."""
+    broker = make_broker()
+    await open_position(broker, Side.BUY)
+    order = make_order(Side.SELL, qty, decided_on=1, leg="flatten", reduce_only=reduce_only)
+    with pytest.raises(ValueError, match=message):
+        await broker.fill_now(order, price=Decimal(price), ts_ms=T0_MS)
+    assert broker.net_qty(TEST) == 1
+
+
+async def test_cancel_removes_one_order_when_it_is_pending() -> None:
+    """cancel drops exactly the named pending order and returns it; None when not pending."""
+    broker = make_broker()
+    close = make_order(Side.SELL, "1", leg="close", reduce_only=True)
+    opening = make_order(Side.SELL, "2")
+    await broker.submit(close)
+    await broker.submit(opening)
+    assert broker.cancel(opening.client_order_id) == opening
+    assert broker.cancel(opening.client_order_id) is None
+    assert broker.pending_orders() == [close]
+    assert broker.cancel(close.client_order_id) == close
+    assert broker.pending_orders() == []
+    assert broker.state_dict()["pending"] == []
+
+
 async def test_unknown_symbol_rounds_to_fallback_tick_when_filled() -> None:
     """A symbol missing from the table fills on the tick derived from its first price."""
     broker = PaperBroker(

@@ -207,7 +207,9 @@ async def test_kill_holds_on_a_fresh_engine_when_restored_from_the_snapshot() ->
     assert restored.risk.state is TradingState.HALTED
     opened = _opened_after(restored_sink, now_ms)
     assert opened
-    assert {row["status"] for row in opened} == {"rejected"}
+    assert {(row["status"], row["reject_reason"]) for row in opened} == {
+        ("rejected", "state_halted")
+    }
     assert restored_sink.rows("fills") == []
 
 

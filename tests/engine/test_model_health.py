@@ -41,6 +41,7 @@ class _AilingModel:
 
 
 async def test_refused_input_is_a_risk_event_and_a_failed_model_halts_once() -> None:
+    """Each refused input is stored as an event; a model failure halts trading exactly once."""
     settings = settings_for("noop", features=_FEATURES)
     sink = ListSink()
     engine = build_engine(settings, run_id="t", sink=sink, strategy=_AilingModel())
@@ -51,5 +52,5 @@ async def test_refused_input_is_a_risk_event_and_a_failed_model_halts_once() -> 
     halts = [e for e in events if e["kind"] == "halted"]
     assert [(e["symbol"], e["detail"]) for e in refused] == [("BTCUSDT", "feature_not_finite")]
     assert len(halts) == 1
-    assert "strategy ailing: RuntimeError: boom" in halts[0]["detail"]
+    assert halts[0]["detail"] == "error: strategy ailing: RuntimeError: boom"
     assert engine.risk.state.value == "HALTED"

@@ -29,6 +29,8 @@ def _known(bars: list[Bar], delay_ms: int | None) -> list[Bar]:
 async def test_buy_and_hold_enters_only_on_a_bar_known_in_time(
     delay_ms: int | None, trades: bool
 ) -> None:
+    """Buy-and-hold enters on a bar known within max_bar_age_s; a later one is held, with an
+    event."""
     settings = settings_for("buy_hold", features=_FEATURES, risk={"max_bar_age_s": 30.0})
     _, sink = await run_engine(settings, slices(_known(_BARS, delay_ms)))
     decisions = sink.rows("decisions")

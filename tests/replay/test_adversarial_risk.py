@@ -121,6 +121,17 @@ async def _tables(url: str) -> dict[str, list[Row]]:
         await db.dispose()
 
 
+async def _replayed(tmp_path: Path, seed: int) -> dict[str, list[Row]]:
+    """Replay the sample with the full-size adversary of `seed` and read back its tables."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'adversarial.db'}"
+    await replay(
+        _settings(url, seed),
+        ReplayOptions(sources=(SAMPLE,), run_name=RUN),
+        strategy=FullSizeRandom(seed),
+    )
+    return await _tables(url)
+
+
 def _signed(fill: Row) -> float:
     return float(fill["qty"]) if fill["side"] == "buy" else -float(fill["qty"])
 
@@ -181,13 +192,7 @@ async def test_drawdown_bounded_by_crossing_bar_and_gap_when_random_trades_at_fu
     tmp_path: Path, seed: int
 ) -> None:
     """Mark-to-market drawdown exceeds max_drawdown by at most the crossing bar and the gap."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'adversarial.db'}"
-    await replay(
-        _settings(url, seed),
-        ReplayOptions(sources=(SAMPLE,), run_name=RUN),
-        strategy=FullSizeRandom(seed),
-    )
-    tables = await _tables(url)
+    tables = await _replayed(tmp_path, seed)
     c = _crossing(tables)
     previous_close = next(b for b in tables["bars"] if b["start_ms"] == c.before["ts_ms"] - BAR_MS)
     fills = tables["fills"]
@@ -214,13 +219,7 @@ async def test_run_ends_halted_with_reason_stored_when_max_drawdown_crossed(
     tmp_path: Path, seed: int
 ) -> None:
     """The halt is stored at the crossing mark with its reason, and the run ends HALTED."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'adversarial.db'}"
-    await replay(
-        _settings(url, seed),
-        ReplayOptions(sources=(SAMPLE,), run_name=RUN),
-        strategy=FullSizeRandom(seed),
-    )
-    tables = await _tables(url)
+    tables = await _replayed(tmp_path, seed)
     c = _crossing(tables)
 
     transitions = [row for row in tables["risk_events"] if row["kind"] != "order_denied"]

@@ -272,12 +272,16 @@ def test_nothing_opens_when_halted_until_resume(
     else:
         sim.observe(sim.layer.on_mark(equity=D("7000"), now_ms=close_ms), close_ms)
     assert sim.halted
-    restarted = RiskLayer(LIMITS)
-    restarted.load_state_dict(sim.layer.state_dict())
-    for layer in (sim.layer, restarted):
-        sim.layer = layer
-        for drawn in decisions:
-            _review(sim, close_ms, drawn)
+    saved = sim.layer.state_dict()
+    for drawn in decisions:
+        _review(sim, close_ms, drawn)
+    # The restart: the saved state, then the bars re-fed as the engine's warm() does (without
+    # them every opening would be denied for want of a price, whatever the state).
+    sim.layer = RiskLayer(LIMITS)
+    sim.layer.load_state_dict(saved)
+    _move_prices(sim, 0, _QUIET, (0.0, 0.0, 0.0))
+    for drawn in decisions:
+        _review(sim, close_ms, drawn)
     sim.layer.resume(reason="done", now_ms=close_ms)
     assert sim.layer.state is TradingState.ACTIVE
 

@@ -110,21 +110,8 @@ class PaperBroker:
         if holding is None or _reducible(holding, order.side) <= 0:
             return None
         qty = min(order.qty, _reducible(holding, order.side))
-        instrument = self._instruments.get(order.symbol, price)
-        factor = self._buy_factor if order.side is Side.BUY else self._sell_factor
-        fill_price = instrument.round_price(price * factor, order.side)
-        fill = Fill(
-            order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            qty=qty,
-            price=fill_price,
-            fee=qty * fill_price * self._taker_fee,
-            ts_ms=ts_ms,
-            reason=FillReason.FLATTEN,
-        )
-        _apply(holding, fill.signed_qty, order)
-        return fill
+        fill_price = self._slipped(order.side, price, order.symbol, price)
+        return self._book(holding, order, qty, fill_price, ts_ms, FillReason.FLATTEN)
 
     async def submit(self, order: Order) -> None:
         """Queue an approved order; it fills at the first bar after its decision bar.
@@ -228,6 +215,18 @@ class PaperBroker:
             qty = min(qty, reducible)
         price = self._execution_price(order.side, Decimal(repr(bar.open)), bar)
         reason = FillReason.FLATTEN if order.leg == "flatten" else FillReason.MARKET
+        return self._book(holding, order, qty, price, bar.start_ms, reason)
+
+    def _book(
+        self,
+        holding: _Holding,
+        order: Order,
+        qty: Decimal,
+        price: Decimal,
+        ts_ms: int,
+        reason: FillReason,
+    ) -> Fill:
+        """Fill `qty` of `order` at `price` with the taker fee and move the exchange position."""
         fill = Fill(
             order_id=order.client_order_id,
             symbol=order.symbol,
@@ -235,7 +234,7 @@ class PaperBroker:
             qty=qty,
             price=price,
             fee=qty * price * self._taker_fee,
-            ts_ms=bar.start_ms,
+            ts_ms=ts_ms,
             reason=reason,
         )
         _apply(holding, fill.signed_qty, order)
@@ -278,11 +277,18 @@ class PaperBroker:
 
     def _execution_price(self, side: Side, base: Decimal, bar: Bar) -> Decimal:
         """Slip `base` against the taker, round to the tick against it, clamp into the bar."""
-        instrument = self._instruments.get(bar.symbol, bar.open)
-        factor = self._buy_factor if side is Side.BUY else self._sell_factor
-        price = instrument.round_price(base * factor, side)
+        price = self._slipped(side, base, bar.symbol, bar.open)
         low, high = Decimal(repr(bar.low)), Decimal(repr(bar.high))
         return min(max(price, low), high)
+
+    def _slipped(
+        self, side: Side, base: Decimal, symbol: str, reference_price: float | Decimal
+    ) -> Decimal:
+        """`base` moved by the slippage against the taker, rounded to the tick against it
+        (`reference_price` derives the instrument of a symbol missing from the table)."""
+        instrument = self._instruments.get(symbol, reference_price)
+        factor = self._buy_factor if side is Side.BUY else self._sell_factor
+        return instrument.round_price(base * factor, side)
 
     # -- persistence -----------------------------------------------------------------------
 
