@@ -1,4 +1,4 @@
-"""Checkpoints that describe themselves, and the seeded untrained model used until one ships.
+"""Checkpoints that describe themselves, and the seeded untrained model used when none is found.
 
 Owns the checkpoint file format (weights, model kind and config, feature schema hash, version
 and names, clip, training window, code version, whether the policy head was trained and is the

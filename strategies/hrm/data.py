@@ -206,20 +206,20 @@ def make_batches(
     out: list[tuple[FeatureBatch, HRMTargets]] = []
     for k in range(sample.unroll):
         rows = sample.rows + k
-        tactical = _windows(series, sample.series, rows, options.windows.tactical)
+        tactical = scaled_windows(series, sample.series, rows, options.windows.tactical)
         strategic = None
         if k == 0:
-            strategic = _windows(series, sample.series, rows, options.windows.strategic)
+            strategic = scaled_windows(series, sample.series, rows, options.windows.strategic)
             strategic = strategic.to(device)  # (B, T_str, F)
         batch = FeatureBatch(tactical.to(device), acc, ids, frames, strategic, None)
         out.append((batch, _targets(series, sample.series, rows, device)))
     return out
 
 
-def _windows(
+def scaled_windows(
     series: Sequence[TrainingSeries], which: np.ndarray, rows: np.ndarray, length: int
 ) -> torch.Tensor:
-    """Scaled windows of `length` rows ending at each row. # (B, length, F)"""
+    """Scaled windows of `length` rows ending at each row of series `which`. # (B, length, F)"""
     offsets = np.arange(-length + 1, 1)
     stacked = np.stack([series[i].scaled[r + offsets] for i, r in zip(which, rows, strict=True)])
     return torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))

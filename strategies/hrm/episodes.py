@@ -30,7 +30,7 @@ from torch import Tensor
 from strategies.base import AccountState
 from strategies.hicra import HicraWeights, weight_for
 from strategies.hrm.checkpoint import StreamModel
-from strategies.hrm.data import TrainingSeries, WindowSettings
+from strategies.hrm.data import TrainingSeries, WindowSettings, scaled_windows
 from strategies.hrm.heads import ACTIONS, FeatureBatch, HRMOutputs
 from strategies.hrm.layers import instrument_bucket, timeframe_index
 from strategies.hrm.policy import DecisionContext, SymbolOutputs
@@ -137,15 +137,17 @@ def stream_pass(
         rows = np.array([p[1][k] for p in pieces])
         strategic = model.needs_strategic_every_bar or k % strategic_every == 0
         batch = FeatureBatch(
-            _stack(series, which, rows, windows.tactical).to(device),
+            scaled_windows(series, which, rows, windows.tactical).to(device),
             account.to(device),
             instrument.to(device),
             timeframe.to(device),
-            _stack(series, which, rows, windows.strategic).to(device) if strategic else None,
+            scaled_windows(series, which, rows, windows.strategic).to(device)
+            if strategic
+            else None,
         )
         result = model.infer(carry, batch)
         carry = result.carry
-        out = HRMOutputs(*(t.detach().float().cpu() for t in _fields(result.outputs)))
+        out = HRMOutputs(*(t.detach().float().cpu() for t in result.outputs.tensors()))
         steps.append((out, result.readout.float().cpu(), result.act_steps.cpu(), strategic))
     horizons = model.config.horizons
     return [_collect(series[i], pieces, steps, i, horizons) for i in range(len(spans))]
@@ -161,11 +163,10 @@ def _collect(
     """One series' rows in time order from the per-step batches."""
     columns = [j for j, (i, _) in enumerate(pieces) if i == index]
     order = [(j, k) for j in columns for k in range(len(steps))]
-    fields = [
-        torch.stack([_fields(steps[k][0])[f][j] for j, k in order])
-        for f in range(len(_fields(steps[0][0])))
-    ]
-    outputs = HRMOutputs(*fields)
+    heads = [step[0].tensors() for step in steps]  # per step, every head in field order
+    outputs = HRMOutputs(
+        *(torch.stack([heads[k][f][j] for j, k in order]) for f in range(len(heads[0])))
+    )
     return PassOutputs(
         series=series,
         rows=np.concatenate([pieces[j][1] for j in columns]),
@@ -176,18 +177,6 @@ def _collect(
         act_steps=np.array([int(steps[k][2][j]) for j, k in order], dtype=np.int64),
         horizons=horizons,
     )
-
-
-def _fields(outputs: HRMOutputs) -> list[Tensor]:
-    return [getattr(outputs, name) for name in HRMOutputs.__dataclass_fields__]
-
-
-def _stack(
-    series: Sequence[TrainingSeries], which: np.ndarray, rows: np.ndarray, length: int
-) -> Tensor:
-    offsets = np.arange(-length + 1, 1)
-    windows = [series[i].scaled[r + offsets] for i, r in zip(which, rows, strict=True)]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(windows), dtype=np.float32))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ do I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,10 @@ class HRMOutputs:
     regime_logits: Tensor  # (B, 3) in REGIMES order
     risk_budget: Tensor  # (B,) in [0, 1]
 
+    def tensors(self) -> list[Tensor]:
+        """Every head in field order (the order the constructor takes them positionally)."""
+        return [getattr(self, name) for name in OUTPUT_FIELDS]
+
     @staticmethod
     def decode(
         tactical: Tensor, strategic: Tensor, *, horizons: int, min_atr_distance: float
@@ -113,6 +118,10 @@ class HRMOutputs:
             regime_logits=strategic[:, :3],
             risk_budget=torch.sigmoid(strategic[:, 3]),
         )
+
+
+#: HRMOutputs' field names in order (dataclasses.fields costs microseconds on every call).
+OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(HRMOutputs))
 
 
 def init_tactical_head_(head: nn.Linear, *, horizons: int, min_atr_distance: float) -> None:

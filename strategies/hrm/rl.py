@@ -48,6 +48,9 @@ from trader.domain import Decision
 RULE_HORIZONS = (1, 8, 32)
 RULE_ENTRY_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
 RULE_MIN_CONFIDENCE = (0.0, 0.5, 0.55)
+#: The thresholds the policy head decides with (built once: `_simulate` decides per bar and
+#: episode, and a trained head reads only `min_risk_budget` of them).
+_POLICY_SETTINGS = PolicySettings()
 
 
 def calibrate_rule(
@@ -232,7 +235,7 @@ def _simulate(
             )
             account = book.account(e, float(p.series.close[row]))
             ctx = decision_context(p.series, row, account, bool(p.strategic[start + k]))
-            decisions.append(to_decision(out, ctx, policy_trained=True, settings=PolicySettings()))
+            decisions.append(to_decision(out, ctx, policy_trained=True, settings=_POLICY_SETTINGS))
         rows = [(p.series, int(p.rows[start + k])) for p, start in episodes]
         raw = book.execute(
             decisions,
@@ -297,7 +300,7 @@ def score_policy(
     """Validation score of the greedy policy (argmax action, mean size) through a PaperBook."""
 
     def greedy(out: SymbolOutputs, ctx: DecisionContext) -> Decision:
-        return to_decision(out, ctx, policy_trained=True, settings=PolicySettings())
+        return to_decision(out, ctx, policy_trained=True, settings=_POLICY_SETTINGS)
 
     replaced = [dataclasses.replace(p, table=_with_heads(heads, p)) for p in val]
     return score_decisions(replaced, greedy, costs=costs, horizon_bars=1)

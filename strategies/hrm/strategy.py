@@ -40,7 +40,7 @@ from torch import Tensor
 
 from strategies.base import SymbolContext
 from strategies.hrm.checkpoint import LoadedModel
-from strategies.hrm.heads import ACTIONS, HRMOutputs
+from strategies.hrm.heads import ACTIONS, OUTPUT_FIELDS, HRMOutputs
 from strategies.hrm.inputs import InputRejected, SymbolInputs, read_inputs, stack_batch
 from strategies.hrm.model import HRMCarry
 from strategies.hrm.policy import DecisionContext, PolicySettings, SymbolOutputs, to_decision
@@ -89,10 +89,10 @@ def output_table(out: HRMOutputs) -> tuple[Tensor, dict[str, int]]:
     non-finite values and turns it into Python floats with one call each. Done per head, those
     ~40 small tensor calls cost about 0.1 ms per slice on a CPU (a sixth of a tactical step).
     """
-    tensors = _tensors(out)
+    tensors = out.tensors()
     starts: dict[str, int] = {}
     column = 0
-    for name, tensor in zip(_OUTPUT_FIELDS, tensors, strict=True):
+    for name, tensor in zip(OUTPUT_FIELDS, tensors, strict=True):
         starts[name] = column
         column += 1 if tensor.dim() == 1 else tensor.shape[1]
     return torch.column_stack(tensors).float().cpu(), starts  # (B, C)
@@ -210,19 +210,21 @@ class HRMStrategy:
         """One Decision per context, in order; never raises for bad input or model failure."""
         started_ns = time.perf_counter_ns()
         self.last_rejections = []
-        decisions = [self._hold(c) for c in contexts]
+        decided: dict[int, Decision] = {}
         if self.halted_reason is None:
             rows = self._checked_rows(contexts)
             if rows:
                 try:
-                    for i, decision in self._run(contexts, rows).items():
-                        decisions[i] = decision
+                    decided = self._run(contexts, rows)
                 except Exception as exc:  # the model's boundary: any failure halts, never crashes
                     self.halted_reason = f"model failed: {type(exc).__name__}: {exc}"
                     _log.exception("hrm_model_failed", reason=self.halted_reason)
-                    decisions = [self._hold(c) for c in contexts]
         latency_us = (time.perf_counter_ns() - started_ns) // 1_000
-        return [dataclasses.replace(d, latency_us=latency_us) for d in decisions]
+        # Every context the model did not decide for (all of them after a failure) HOLDs.
+        return [
+            dataclasses.replace(decided.get(i) or self._hold(c), latency_us=latency_us)
+            for i, c in enumerate(contexts)
+        ]
 
     def _hold(self, context: SymbolContext) -> Decision:
         bar = context.bar
@@ -421,11 +423,3 @@ class HRMStrategy:
 
 def _tensor(values: list[Any], device: torch.device) -> Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device)
-
-
-#: HRMOutputs' field names in order (dataclasses.fields costs microseconds on every call).
-_OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(HRMOutputs))
-
-
-def _tensors(outputs: HRMOutputs) -> list[Tensor]:
-    return [getattr(outputs, name) for name in _OUTPUT_FIELDS]

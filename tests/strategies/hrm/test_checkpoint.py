@@ -11,6 +11,7 @@ import torch
 from strategies.hrm import HRMStrategy, build_hrm_strategy
 from strategies.hrm.checkpoint import (
     DEFAULT_SCHEMA_HASH,
+    LoadedModel,
     TrainingWindow,
     fresh_model,
     load_checkpoint,
@@ -20,7 +21,9 @@ from strategies.hrm.checkpoint import (
 from strategies.hrm.heads import FeatureBatch
 from strategies.hrm.model import HRMConfig
 from strategies.registry import build_strategy
+from trader.config import FeatureSettings
 from trader.errors import ConfigError
+from trader.features.buffer import FeatureBook
 from trader.features.schema import feature_schema_hash
 
 
@@ -35,8 +38,14 @@ def _batch() -> FeatureBatch:
     )
 
 
-def _save_trained(path: Path, kind: str = "hrm") -> None:
+def _save_trained(path: Path, kind: str = "hrm") -> LoadedModel:
+    """Save a tiny model as if trained; its weights are moved off its seed's, so a loader that
+    rebuilt the model from the seed without restoring the weights would not reproduce it."""
     loaded = fresh_model("hrm" if kind == "hrm" else "flat", preset="tiny", seed=9)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=g))
     meta = dataclasses.replace(
         loaded.meta,
         model_version=model_version_of(loaded.model, kind=kind, preset="tiny", trained=True),
@@ -44,14 +53,15 @@ def _save_trained(path: Path, kind: str = "hrm") -> None:
         training_window=TrainingWindow(("BTCUSDT", "ETHUSDT"), "5", 1_000, 2_000),
     )
     save_checkpoint(path, loaded.model, meta)
+    return LoadedModel(loaded.model, meta)
 
 
 def test_checkpoint_round_trips_weights_and_meta_when_saved(tmp_path: Path) -> None:
     """A loaded checkpoint gives identical outputs and the same self-description."""
-    original = fresh_model("hrm", preset="tiny", seed=9)
     path = tmp_path / "hrm.pt"
-    _save_trained(path)
+    original = _save_trained(path)
     loaded = load_checkpoint(path, expected_kind="hrm", expected_schema_hash=DEFAULT_SCHEMA_HASH)
+    assert loaded.meta == original.meta
     assert loaded.meta.training_window == TrainingWindow(("BTCUSDT", "ETHUSDT"), "5", 1_000, 2_000)
     assert loaded.meta.policy_trained
     assert loaded.meta.model_version.startswith("hrm-tiny-")
@@ -135,3 +145,10 @@ def test_forecast_rule_pays_the_runs_fee_when_the_broker_fee_differs(tmp_path: P
     assert strategy.policy.taker_fee == 0.002
     assert strategy.policy.round_trip == pytest.approx(0.004)
     assert dataclasses.replace(strategy.policy, taker_fee=calibrated.taker_fee) == calibrated
+
+
+def test_default_schema_hash_is_the_default_features_settings_when_none_is_given() -> None:
+    """`DEFAULT_SCHEMA_HASH` (what a strategy built without a schema expects) is the hash of the
+    default `[features]` settings and of a default `FeatureBook`."""
+    assert feature_schema_hash(**FeatureSettings().model_dump()) == DEFAULT_SCHEMA_HASH
+    assert FeatureBook().schema_hash == DEFAULT_SCHEMA_HASH

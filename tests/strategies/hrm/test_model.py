@@ -231,10 +231,14 @@ def test_same_seed_gives_identical_outputs_when_rebuilt() -> None:
 def test_flat_baseline_matches_heads_when_inferring() -> None:
     """The flat model gives the same outputs as the HRM, one segment, carry untouched."""
     model = FlatTransformer(FlatConfig.preset("tiny"), seed=0).eval()
+    hrm = HRM(TINY, seed=0).eval()
     carry = model.initial_carry(3)
     with torch.inference_mode():
         result = model.infer(carry, _batch(3))
-    assert result.outputs.action_logits.shape == (3, 5)
+        reference = hrm.infer(hrm.initial_carry(3), _batch(3)).outputs
+    for field in dataclasses.fields(reference):
+        got, want = getattr(result.outputs, field.name), getattr(reference, field.name)
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), field.name
     assert result.act_steps.tolist() == [1, 1, 1]
     assert result.carry is carry
     with pytest.raises(ValueError, match="strategic window"):

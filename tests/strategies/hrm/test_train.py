@@ -200,10 +200,12 @@ def test_pass_rows_match_the_streaming_conversion_when_read_back() -> None:
                 horizon_bars=horizon,
             )
             got = passed.row(k, horizon_bars=horizon)
-            assert got.action is expected.action
-            assert got.expected_return == pytest.approx(expected.expected_return, rel=1e-6)
+            # The same float32 heads widened to float: equal. Only the sigmoid of the direction
+            # logit may round differently (a whole column here, one element in the stream).
             assert got.up_probability == pytest.approx(expected.up_probability, rel=1e-6)
-            assert got.risk_budget == pytest.approx(expected.risk_budget, rel=1e-6)
+            assert dataclasses.replace(got, up_probability=0.0) == dataclasses.replace(
+                expected, up_probability=0.0
+            )
     assert passed.strategic.tolist()[:5] == [True, False, False, False, True]
 
 
