@@ -1,12 +1,14 @@
 """`trader run`: the paper-trading daemon's composition root.
 
 Owns start-up and shutdown of one daemon process, in dependency order: the database (migrated),
-the run (the same paper account continues unless `--new-run`), the writer, the engine restored
-from the run's last committed snapshot with its features re-fed from the bars it stored, the
-optional recording, the REST client, and the websocket feed; then `LiveSession` trades until the
-stop event (SIGTERM/SIGINT, set by the CLI) and everything closes in reverse order after a final
-committed flush. systemd hears READY once every topic is subscribed, STOPPING when the stop
-begins, and WATCHDOG and STATUS from the session loop.
+the run (the same paper account continues unless `--new-run`), the writer, the optional MQTT
+bus, the engine restored from the run's last committed snapshot with its features re-fed from
+the bars it stored, the optional recording, the REST client, and the websocket feed; then
+`LiveSession` trades until the stop event (SIGTERM/SIGINT, set by the CLI) and everything closes
+in reverse order after a final committed flush. MQTT control commands are stored in
+`control_events` by a task of their own, where the session applies them like the CLI's.
+systemd hears READY once every topic is subscribed, STOPPING when the stop begins, and WATCHDOG
+and STATUS from the session loop.
 
 It must not hold trading logic (the engine), the live event order (the session) or argument
 parsing (the CLI).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trader.bus import ControlRejection, MqttBus, build_bus
+from trader.bus import ControlOutcome, ControlRejection, MqttBus, build_bus
 from trader.config import Settings
 from trader.domain import Bar
 from trader.engine import Engine
@@ -74,7 +76,6 @@ class DaemonSummary:
     resumed: bool
     counters: SessionCounters
     reconnects: int
-    commit_latency_us: tuple[int, ...] = ()
 
 
 def _wall_ms() -> int:
@@ -149,6 +150,7 @@ async def run_daemon(
             await _enter_feed(stack, feed, settings)
             notifier.ready()
             log.info("daemon_started", run_id=run_id, resumed=snapshot is not None)
+            controls = DatabaseControls(db)
             session = LiveSession(
                 engine=engine,
                 feed=feed,
@@ -162,13 +164,13 @@ async def run_daemon(
                 grace_ms=round(settings.feed.confirm_grace_s * 1_000),
                 notifier=notifier,
                 on_rest_bar=_rest_recorder(recording, wall_ms),
-                controls=DatabaseControls(db),
+                controls=controls,
                 on_state=bus.publish_state if bus is not None else None,
                 on_heartbeat=partial(bus.publish, "heartbeat") if bus is not None else None,
             )
             mqtt_control = (
                 asyncio.create_task(
-                    _mqtt_control_loop(bus, db, run_id, session.poke_controls),
+                    _mqtt_control_loop(bus.control(), db, run_id, controls, session.poke_controls),
                     name="daemon.mqtt_control",
                 )
                 if bus is not None
@@ -194,20 +196,37 @@ async def run_daemon(
                 resumed=snapshot is not None,
                 counters=session.counters,
                 reconnects=feed.reconnects,
-                commit_latency_us=tuple(session.commit_latency_us),
             )
     finally:
         await db.dispose()
 
 
 class DatabaseControls:
-    """Operator commands from the `control_events` table (the CLI and MQTT write there)."""
+    """Operator commands from the `control_events` table (the CLI and MQTT write there).
+
+    When the MQTT intake that stores commands here fails (`fail`), the next `pending` raises:
+    the session polls it every turn, so the daemon stops at once instead of trading on while
+    MQTT commands, a kill among them, go nowhere.
+    """
 
     def __init__(self, db: AsyncEngine) -> None:
         self._db = db
+        self._failure: Exception | None = None
+
+    def fail(self, exc: Exception) -> None:
+        """Record that the MQTT intake died of `exc`; `pending` raises from now on."""
+        self._failure = exc
 
     async def pending(self) -> list[ControlEvent]:
-        """Commands not applied yet, oldest first."""
+        """Commands not applied yet, oldest first.
+
+        Raises:
+            FatalError: The MQTT intake has failed.
+        """
+        if self._failure is not None:
+            raise FatalError(
+                f"storing MQTT control commands failed: {self._failure!r}"
+            ) from self._failure
         return await control.pending(self._db)
 
     async def applied(self, event: ControlEvent) -> None:
@@ -216,33 +235,38 @@ class DatabaseControls:
 
 
 async def _mqtt_control_loop(
-    bus: MqttBus, db: AsyncEngine, run_id: str, wake: Callable[[], None]
+    outcomes: AsyncIterable[ControlOutcome],
+    db: AsyncEngine,
+    run_id: str,
+    controls: DatabaseControls,
+    wake: Callable[[], None],
 ) -> None:
-    """Store verified MQTT commands where the session applies them; store and log rejections.
+    """Store verified MQTT commands where the session applies them; store rejections.
 
     Going through `control_events` keeps one path for CLI and MQTT commands, so a kill sent over
-    MQTT is also on record and survives a restart exactly like a CLI kill.
+    MQTT is also on record and survives a restart exactly like a CLI kill. A failure ends the
+    daemon through `controls` (see `DatabaseControls`).
     """
-    async for outcome in bus.control():
-        if isinstance(outcome, ControlRejection):
-            log.warning(
-                "control_rejected",
-                source="mqtt",
-                reason=outcome.reason.value,
-                detail=outcome.detail,
+    try:
+        async for outcome in outcomes:
+            if isinstance(outcome, ControlRejection):
+                # The bus has logged it (`control_rejected`); this puts it on record with the run.
+                await repository.insert_risk_event(
+                    db,
+                    run_id=run_id,
+                    ts_ms=_wall_ms(),
+                    kind="control_rejected",
+                    symbol="",
+                    detail=f"mqtt {outcome.reason.value}: {outcome.detail}"[:500],
+                )
+                continue
+            await control.request(
+                db, outcome.command, outcome.reason, source="mqtt", flatten=outcome.flatten
             )
-            await repository.insert_risk_event(
-                db,
-                run_id=run_id,
-                ts_ms=time.time_ns() // 1_000_000,
-                kind="control_rejected",
-                symbol="",
-                detail=f"mqtt {outcome.reason.value}: {outcome.detail}"[:500],
-            )
-            continue
-        await control.request(
-            db, outcome.command, outcome.reason, source="mqtt", flatten=outcome.flatten
-        )
+            wake()
+    except Exception as exc:  # task boundary: logged, and the session fails at its next turn
+        log.exception("mqtt_control_failed", run_id=run_id)
+        controls.fail(exc)
         wake()
 
 

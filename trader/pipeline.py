@@ -51,8 +51,7 @@ def build_writer(
     loop meanwhile, and that measured faster than a writer thread on the 2-vCPU VM
     (bench/replay_throughput.py).
     """
-    on_loop_thread = replay and is_file_sqlite(db)
-    if is_file_sqlite(db) and not on_loop_thread:
+    if is_file_sqlite(db) and not replay:
         sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL_S))
     return BatchWriter(
         db,
@@ -60,7 +59,7 @@ def build_writer(
         retry_attempts=section.write_retry_attempts,
         retry_backoff_s=section.write_retry_backoff_s,
         enqueue_timeout_s=section.enqueue_timeout_s,
-        sqlite_on_loop_thread=on_loop_thread,
+        sqlite_on_loop_thread=replay,
     )
 
 

@@ -8,9 +8,12 @@ with the exchange time of the fetch (`Bar.known_ms`, so the engine holds stale o
 the recording, so that replaying the recording reproduces the session. Live slices are flushed
 and committed before the next event is taken; catch-up batches flush by the engine's policy.
 
-It also pings the systemd watchdog from this loop (a hung loop stops the pings) and keeps the
-STATUS line current. It must not build components (`trader.daemon` does), parse frames or
-validate bars (the feed does), or hold trading logic (the engine does).
+It also applies operator commands (kill, resume, flatten from `control_events`) before trading
+starts and then between slices, committing their effects before they count as applied; pings
+the systemd watchdog from this loop (a hung loop stops the pings); keeps the STATUS line
+current; and hands the trading state and a heartbeat to the bus. It must not build components
+(`trader.daemon` does), parse frames or validate bars (the feed does), or hold trading logic
+(the engine does).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ CONTROL_POLL_S: Final = 0.1
 HEARTBEAT_S: Final = 10.0
 #: During a catch-up, the loop is handed to other tasks this often (in slices).
 _YIELD_EVERY_SLICES: Final = 32
-#: Commit latencies kept for the summary and benchmarks.
+#: Commit latencies kept for the `session_stopped` line (bench/daemon_latency.py reads it).
 _LATENCY_SAMPLES: Final = 100_000
 #: STATUS is refreshed at most this often.
 _STATUS_EVERY_S: Final = 5.0
@@ -339,7 +342,8 @@ class LiveSession:
         self._status(slices[-1][0].start_ms)
 
     def _beat(self) -> None:
-        """Ping the watchdog (at most once a second): proof that this loop still turns."""
+        """Ping the watchdog (at most once a second) and publish the heartbeat (every
+        `HEARTBEAT_S`): proof that this loop still turns."""
         now_s = time.monotonic()
         if now_s - self._last_watchdog_s >= 1.0:
             self._last_watchdog_s = now_s

@@ -65,8 +65,8 @@ async def gather_status(
     if snapshot is not None:
         layer.load_state_dict(snapshot.state["risk"])
     risk = layer.status()
-    equity = await repository.fetch_equity(db, run_id)
-    decisions = await repository.latest_model_version(db, run_id)
+    equity = await repository.latest_equity(db, run_id)
+    model_version = await repository.latest_model_version(db, run_id)
     last_bars = await repository.last_bar_starts(db, run_id)
     now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     return StatusReport(
@@ -74,15 +74,15 @@ async def gather_status(
         state=layer.state.value,
         reason=risk.get("reason"),
         detail=risk.get("detail"),
-        drawdown=float(equity[-1].drawdown) if equity else None,
-        equity=str(equity[-1].equity) if equity else None,
+        drawdown=float(equity.drawdown) if equity is not None else None,
+        equity=str(equity.equity) if equity is not None else None,
         peak_equity=risk.get("peak_equity"),
         positions={
             p.symbol: str(p.qty) for p in await repository.fetch_positions(db, run_id) if p.qty
         },
         last_bar_ms=last_bars,
         feed=_feed_health(last_bars, settings.feed.interval, now_ms),
-        model_version=decisions,
+        model_version=model_version,
         controls=[
             {
                 "id": event.id,

@@ -11,14 +11,14 @@ import orjson
 import pytest
 
 from trader.bus.control import (
-    ControlCommand,
     ControlRejection,
     ControlVerifier,
     RejectReason,
+    VerifiedCommand,
     canonical_bytes,
     sign_command,
 )
-from trader.persistence.control import ControlCommand as CommandName
+from trader.domain import ControlCommand
 
 SECRET = "correct horse battery staple"
 NOW_MS = 1_718_000_000_000
@@ -51,38 +51,42 @@ def _tampered() -> bytes:
 
 
 ACCEPTED = [
-    pytest.param(_raw({"command": "kill"}), CommandName.KILL, True, False, id="kill-unsigned"),
+    pytest.param(_raw({"command": "kill"}), ControlCommand.KILL, True, False, id="kill-unsigned"),
     pytest.param(
         _raw({"command": "kill", "reason": "r", "flatten": False}),
-        CommandName.KILL,
+        ControlCommand.KILL,
         False,
         False,
         id="kill-no-flatten",
     ),
     pytest.param(
-        _raw({"command": "flatten", "reason": "r"}), CommandName.FLATTEN, True, False, id="flatten"
+        _raw({"command": "flatten", "reason": "r"}),
+        ControlCommand.FLATTEN,
+        True,
+        False,
+        id="flatten",
     ),
     pytest.param(
         _raw(_signed({"command": "kill"}, secret="wrong")),
-        CommandName.KILL,
+        ControlCommand.KILL,
         True,
         False,
         id="kill-bad-signature-still-stops",
     ),
     pytest.param(
-        _raw(_signed({"command": "kill"})), CommandName.KILL, True, True, id="kill-signed"
+        _raw(_signed({"command": "kill"})), ControlCommand.KILL, True, True, id="kill-signed"
     ),
-    pytest.param(_raw(_signed()), CommandName.RESUME, False, True, id="resume-signed"),
+    pytest.param(_raw(_signed()), ControlCommand.RESUME, False, True, id="resume-signed"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "command", "flatten", "authenticated"), ACCEPTED)
 def test_command_is_accepted_when_policy_allows_it(
-    raw: bytes, command: CommandName, flatten: bool, authenticated: bool
+    raw: bytes, command: ControlCommand, flatten: bool, authenticated: bool
 ) -> None:
     """kill and flatten pass without a signature; resume passes only signed, fresh and new."""
     outcome = _verifier().verify(raw, now_ms=NOW_MS)
-    assert isinstance(outcome, ControlCommand), outcome
+    assert isinstance(outcome, VerifiedCommand), outcome
     assert (outcome.command, outcome.flatten, outcome.authenticated) == (
         command,
         flatten,
@@ -149,7 +153,7 @@ def test_resume_is_rejected_as_replayed_when_its_nonce_was_seen() -> None:
     """The same signed resume delivered twice is accepted once and then refused as a replay."""
     verifier = _verifier()
     raw = _raw(_signed())
-    assert isinstance(verifier.verify(raw, now_ms=NOW_MS), ControlCommand)
+    assert isinstance(verifier.verify(raw, now_ms=NOW_MS), VerifiedCommand)
     outcome = verifier.verify(raw, now_ms=NOW_MS + 1_000)
     assert isinstance(outcome, ControlRejection)
     assert outcome.reason is RejectReason.REPLAYED
@@ -159,20 +163,20 @@ def test_replay_is_rejected_as_stale_when_the_nonce_has_expired() -> None:
     """A nonce is forgotten only once its command is too old to pass the age check anyway."""
     verifier = _verifier(max_nonces=1)
     raw = _raw(_signed())
-    assert isinstance(verifier.verify(raw, now_ms=NOW_MS), ControlCommand)
+    assert isinstance(verifier.verify(raw, now_ms=NOW_MS), VerifiedCommand)
     later = NOW_MS + MAX_AGE_MS + 1
     outcome = verifier.verify(raw, now_ms=later)
     assert isinstance(outcome, ControlRejection)
     assert outcome.reason is RejectReason.STALE
     # The expired nonce freed its slot for a fresh command.
     fresh = _raw(_signed(ts_ms=later, nonce="nonce-0002"))
-    assert isinstance(verifier.verify(fresh, now_ms=later), ControlCommand)
+    assert isinstance(verifier.verify(fresh, now_ms=later), VerifiedCommand)
 
 
 def test_signed_command_is_refused_when_the_nonce_cache_is_full() -> None:
     """Past `max_nonces` fresh nonces the verifier refuses rather than forget one."""
     verifier = _verifier(max_nonces=1)
-    assert isinstance(verifier.verify(_raw(_signed()), now_ms=NOW_MS), ControlCommand)
+    assert isinstance(verifier.verify(_raw(_signed()), now_ms=NOW_MS), VerifiedCommand)
     outcome = verifier.verify(_raw(_signed(nonce="nonce-0002")), now_ms=NOW_MS)
     assert isinstance(outcome, ControlRejection)
     assert outcome.reason is RejectReason.OVERLOADED
@@ -199,6 +203,6 @@ def test_signature_from_stdlib_json_verifies_when_following_the_documented_form(
     assert canonical.encode() == canonical_bytes(body)
     signature = hmac.new(SECRET.encode(), canonical.encode(), hashlib.sha256).hexdigest()
     outcome = _verifier().verify(_raw({**body, "signature": signature.upper()}), now_ms=NOW_MS)
-    assert isinstance(outcome, ControlCommand)
+    assert isinstance(outcome, VerifiedCommand)
     assert outcome.authenticated
     assert outcome.reason == "fertig – weiter"

@@ -25,17 +25,17 @@ from tests.support.eventually import until
 from trader.bus import (
     SCHEMA_VERSION,
     BusState,
-    ControlCommand,
     ControlRejection,
     MqttBus,
     RejectReason,
+    VerifiedCommand,
     sign_command,
 )
 from trader.config import MqttSettings
+from trader.domain import ControlCommand
 from trader.engine import EventPublisher
 from trader.errors import FatalError
 from trader.feeds.backoff import Backoff
-from trader.persistence.control import ControlCommand as CommandName
 
 pytestmark = pytest.mark.mqtt
 
@@ -147,10 +147,10 @@ async def test_control_messages_arrive_as_outcomes_when_a_client_publishes(prefi
                 if len(outcomes) == len(payloads):
                     break
     kill, unsigned, accepted, replayed, junk = outcomes
-    assert isinstance(kill, ControlCommand)
-    assert (kill.command, kill.reason, kill.flatten) == (CommandName.KILL, "operator", True)
-    assert isinstance(accepted, ControlCommand)
-    assert (accepted.command, accepted.authenticated) == (CommandName.RESUME, True)
+    assert isinstance(kill, VerifiedCommand)
+    assert (kill.command, kill.reason, kill.flatten) == (ControlCommand.KILL, "operator", True)
+    assert isinstance(accepted, VerifiedCommand)
+    assert (accepted.command, accepted.authenticated) == (ControlCommand.RESUME, True)
     reasons = [o.reason for o in (unsigned, replayed, junk) if isinstance(o, ControlRejection)]
     assert reasons == [RejectReason.UNSIGNED, RejectReason.REPLAYED, RejectReason.MALFORMED]
     assert (bus.stats().control_accepted, bus.stats().control_rejected) == (2, 3)

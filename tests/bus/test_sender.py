@@ -10,8 +10,7 @@ from pydantic import SecretStr
 
 from tests.bus.listener import Listener
 from tests.support import services
-from trader.bus import ControlCommand as Accepted
-from trader.bus import ControlVerifier
+from trader.bus import ControlVerifier, VerifiedCommand
 from trader.bus.sender import send_command
 from trader.config import MqttSettings
 from trader.domain import ControlCommand
@@ -27,6 +26,7 @@ def _settings(prefix: str, **extra: object) -> MqttSettings:
 
 @pytest.mark.mqtt
 async def test_kill_goes_unsigned_and_resume_signed_and_the_daemon_side_accepts_both() -> None:
+    """A kill goes out as sent, a resume signed; the daemon's verifier accepts both."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     settings = _settings(prefix, control_secret=SecretStr(_SECRET))
     async with Listener(f"{prefix}/control") as listener:
@@ -39,13 +39,14 @@ async def test_kill_goes_unsigned_and_resume_signed_and_the_daemon_side_accepts_
         for m in messages
     ]
     kill, resume = outcomes
-    assert isinstance(kill, Accepted)
-    assert isinstance(resume, Accepted)
+    assert isinstance(kill, VerifiedCommand)
+    assert isinstance(resume, VerifiedCommand)
     assert (kill.command, kill.flatten, kill.authenticated) == (ControlCommand.KILL, False, False)
     assert (resume.command, resume.authenticated) == (ControlCommand.RESUME, True)
 
 
 async def test_resume_without_a_secret_and_an_unreachable_broker_send_nothing() -> None:
+    """No broker, no secret for a resume, or no url: False, and nothing raised."""
     unreachable = MqttSettings(url="mqtt://127.0.0.1:9", timeout_s=1.0)
     assert not await send_command(unreachable, ControlCommand.KILL, "x", flatten=True)
     assert not await send_command(

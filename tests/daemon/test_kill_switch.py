@@ -118,6 +118,7 @@ async def _status(db: DaemonDb, settings: Settings) -> StatusReport:
 async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
     tmp_path: Path,
 ) -> None:
+    """A database kill flattens and halts a running daemon, holds across a restart until resume."""
     db = DaemonDb(tmp_path / "trader.db")
     async with FakeBybit(BTC + ETH, start_ms=BTC[HISTORY].start_ms) as fake:
         daemon = _Daemon(fake, db, _settings(fake, db))
@@ -136,6 +137,11 @@ async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
         assert any(detail.startswith("kill") for detail in daemon.risk_events("halted"))
         report = await _status(db, daemon.settings)
         assert (report.state, report.reason, report.positions) == ("HALTED", "kill", {})
+        (latest,) = db.rows(
+            "SELECT equity, drawdown FROM equity WHERE run_id = ? ORDER BY ts_ms DESC LIMIT 1",
+            daemon.run_id(),
+        )
+        assert (report.equity, report.drawdown) == (str(latest[0]), latest[1])
 
         restarted = _Daemon(fake, db, daemon.settings)
         async with asyncio.TaskGroup() as group:
@@ -157,6 +163,7 @@ async def test_database_kill_flattens_at_once_survives_a_restart_until_resume(
 async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An MQTT kill applies and is published; only a signed, fresh, unused resume reopens."""
     monkeypatch.setattr(session, "HEARTBEAT_S", 0.2)
     db = DaemonDb(tmp_path / "trader.db")
     prefix = f"test-{uuid.uuid4().hex[:12]}"
@@ -218,6 +225,7 @@ def _halted_state_and_heartbeat(prefix: str, messages: list[aiomqtt.Message]) ->
 
 
 async def test_broker_outage_stops_neither_trading_nor_the_database_kill(tmp_path: Path) -> None:
+    """With the broker unreachable the daemon still trades, and a database kill still applies."""
     db = DaemonDb(tmp_path / "trader.db")
     async with FakeBybit(BTC + ETH, start_ms=BTC[HISTORY].start_ms) as fake:
         settings = _settings(fake, db, TRADER_MQTT__URL="mqtt://127.0.0.1:9")  # nothing listens

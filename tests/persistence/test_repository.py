@@ -248,6 +248,20 @@ async def test_fetch_equity_orders_by_time_when_rows_arrive_out_of_order(
     )
 
 
+async def test_latest_equity_is_the_newest_row_when_rows_arrive_out_of_order(
+    engine: AsyncEngine,
+) -> None:
+    """`trader status` reads the newest equity row alone; None before the first."""
+    await _create(engine)
+    assert await repository.latest_equity(engine, RUN) is None
+    await _write(
+        engine, WriteBatch(equity=[_equity(2), _equity(0)]), WriteBatch(equity=[_equity(1)])
+    )
+    curve = await repository.fetch_equity(engine, RUN)
+    assert await repository.latest_equity(engine, RUN) == curve[-1]
+    assert curve[-1].ts_ms == T0_MS + 2 * STEP_MS
+
+
 async def test_fetch_fills_orders_by_time_then_insertion_when_times_tie(
     engine: AsyncEngine,
 ) -> None:

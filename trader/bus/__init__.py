@@ -13,11 +13,11 @@ an event contains.
 """
 
 from trader.bus.control import (
-    ControlCommand,
     ControlOutcome,
     ControlRejection,
     ControlVerifier,
     RejectReason,
+    VerifiedCommand,
     canonical_bytes,
     sign_command,
 )
@@ -28,7 +28,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "BusState",
     "BusStats",
-    "ControlCommand",
     "ControlOutcome",
     "ControlRejection",
     "ControlVerifier",
@@ -37,6 +36,7 @@ __all__ = [
     "QoS",
     "RejectReason",
     "Topics",
+    "VerifiedCommand",
     "build_bus",
     "canonical_bytes",
     "sign_command",

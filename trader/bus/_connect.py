@@ -78,16 +78,29 @@ def make_tls_context(
 
 
 def make_client(
-    settings: MqttSettings, address: BrokerAddress, tls: ssl.SSLContext | None
+    settings: MqttSettings,
+    address: BrokerAddress,
+    tls: ssl.SSLContext | None,
+    *,
+    identifier: str | None,
 ) -> aiomqtt.Client:
-    """A not-yet-connected client for one connection attempt (clean session, MQTT 3.1.1)."""
+    """A not-yet-connected client for one connection attempt (clean session, MQTT 3.1.1).
+
+    Args:
+        settings: The `[mqtt]` section (credentials, keepalive, timeout).
+        address: Where the broker listens.
+        tls: The TLS context for mqtts://, else None.
+        identifier: The client id (None: the client picks a random one). The daemon passes
+            `mqtt.client_id`; a short-lived sender passes its own, since the broker drops the
+            older of two connections that share an id.
+    """
     password = settings.password
     return aiomqtt.Client(
         address.host,
         address.port,
         username=settings.username,
         password=password.get_secret_value() if password is not None else None,
-        identifier=settings.client_id,
+        identifier=identifier,
         keepalive=settings.keepalive_s,
         timeout=settings.timeout_s,
         tls_context=tls,

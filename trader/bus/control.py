@@ -51,11 +51,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from trader.domain import ControlCommand as CommandName
+from trader.domain import ControlCommand
 from trader.errors import ConfigError
 
 #: Commands accepted without a signature: they can only stop or reduce trading.
-UNSIGNED_COMMANDS = frozenset({CommandName.KILL, CommandName.FLATTEN})
+UNSIGNED_COMMANDS = frozenset({ControlCommand.KILL, ControlCommand.FLATTEN})
 MAX_PAYLOAD_BYTES = 4_096
 MAX_REASON_CHARS = 500
 MIN_NONCE_CHARS = 8
@@ -82,7 +82,7 @@ class RejectReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class ControlCommand:
+class VerifiedCommand:
     """A command that passed every check, ready to be stored and applied.
 
     Attributes:
@@ -94,7 +94,7 @@ class ControlCommand:
         nonce: Its nonce, if it carried one.
     """
 
-    command: CommandName
+    command: ControlCommand
     reason: str
     flatten: bool
     authenticated: bool
@@ -117,7 +117,7 @@ class ControlRejection:
     raw: str
 
 
-ControlOutcome = ControlCommand | ControlRejection
+ControlOutcome = VerifiedCommand | ControlRejection
 
 
 class _Rejected(Exception):
@@ -132,7 +132,7 @@ class _Rejected(Exception):
 @dataclass(frozen=True, slots=True)
 class _Fields:
     body: dict[str, Any]
-    command: CommandName
+    command: ControlCommand
     reason: str
     flatten: bool
     ts_ms: int | None
@@ -168,7 +168,7 @@ def sign_command(
 
 
 class ControlVerifier:
-    """Turns raw control payloads into `ControlCommand` or `ControlRejection`.
+    """Turns raw control payloads into `VerifiedCommand` or `ControlRejection`.
 
     Stateful only in its nonce cache, which holds each accepted nonce until its command would be
     stale anyway, and at most `max_nonces` of them (beyond that, signed commands are refused as
@@ -214,7 +214,7 @@ class ControlVerifier:
             text = raw[: MAX_RAW_CHARS * 4].decode("utf-8", "replace")[:MAX_RAW_CHARS]
             return ControlRejection(rejected.reason, rejected.detail, text)
 
-    def _unsigned(self, fields: _Fields) -> ControlCommand:
+    def _unsigned(self, fields: _Fields) -> VerifiedCommand:
         authenticated = (
             fields.signature is not None
             and self._secret is not None
@@ -222,11 +222,11 @@ class ControlVerifier:
                 _hmac_hex(self._secret, canonical_bytes(fields.body)), fields.signature
             )
         )
-        return ControlCommand(
+        return VerifiedCommand(
             fields.command, fields.reason, fields.flatten, authenticated, fields.ts_ms, fields.nonce
         )
 
-    def _signed(self, fields: _Fields, now_ms: int) -> ControlCommand:
+    def _signed(self, fields: _Fields, now_ms: int) -> VerifiedCommand:
         if fields.signature is None:
             raise _Rejected(RejectReason.UNSIGNED, f"{fields.command} must be signed")
         if fields.ts_ms is None or fields.nonce is None:
@@ -250,7 +250,7 @@ class ControlVerifier:
             raise _Rejected(RejectReason.OVERLOADED, "too many signed commands in the window")
         self._nonces.add(fields.nonce)
         heapq.heappush(self._expiry, (fields.ts_ms + self._max_age_ms, fields.nonce))
-        return ControlCommand(
+        return VerifiedCommand(
             fields.command, fields.reason, False, True, fields.ts_ms, fields.nonce
         )
 
@@ -278,14 +278,14 @@ def _parse(raw: bytes) -> _Fields:
     if name is None:
         raise _Rejected(RejectReason.MALFORMED, "command is missing")
     try:
-        command = CommandName(name)
+        command = ControlCommand(name)
     except ValueError as exc:
         raise _Rejected(RejectReason.UNKNOWN_COMMAND, f"unknown command {name[:40]!r}") from exc
     reason = _typed(body, "reason", str) or ""
     if len(reason) > MAX_REASON_CHARS:
         raise _Rejected(RejectReason.MALFORMED, f"reason exceeds {MAX_REASON_CHARS} characters")
     flatten = _typed(body, "flatten", bool)
-    if flatten is not None and command is not CommandName.KILL:
+    if flatten is not None and command is not ControlCommand.KILL:
         raise _Rejected(RejectReason.MALFORMED, "flatten is a field of kill only")
     ts_ms = _typed(body, "ts_ms", int)
     if ts_ms is not None and ts_ms <= 0:
@@ -300,7 +300,7 @@ def _parse(raw: bytes) -> _Fields:
         signature = signature.lower()
         if len(signature) != _SIGNATURE_HEX_CHARS or not set(signature) <= set(string.hexdigits):
             raise _Rejected(RejectReason.MALFORMED, "signature must be 64 hex digits")
-    if command is CommandName.FLATTEN:
+    if command is ControlCommand.FLATTEN:
         flatten = True
     return _Fields(
         body=body,
@@ -318,6 +318,6 @@ def _typed(body: dict[str, Any], key: str, kind: type[_T]) -> _T | None:
     if key not in body:
         return None
     value = body[key]
-    if type(value) is not kind or not isinstance(value, kind):
+    if type(value) is not kind:  # exact: `True` must not pass as an int
         raise _Rejected(RejectReason.MALFORMED, f"{key} must be {kind.__name__}")
     return value

@@ -48,7 +48,7 @@ class ControlInbox:
         self.rejected = 0
         self.dropped = 0
 
-    async def receive(self, payload: bytes, *, retained: bool) -> ControlOutcome:
+    async def receive(self, payload: bytes, *, retained: bool) -> None:
         """Judge, log and queue one payload; waits only when a command meets a full queue."""
         outcome = self._verifier.verify(payload, now_ms=self._wall_ms(), retained=retained)
         if isinstance(outcome, ControlRejection):
@@ -63,7 +63,7 @@ class ControlInbox:
                 self.dropped += 1
             else:
                 self._queue.put_nowait(outcome)
-            return outcome
+            return
         self.accepted += 1
         self._log.info(
             "control_received",
@@ -73,7 +73,6 @@ class ControlInbox:
             authenticated=outcome.authenticated,
         )
         await self._queue.put(outcome)
-        return outcome
 
     def __aiter__(self) -> ControlInbox:
         return self

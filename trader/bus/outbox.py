@@ -71,11 +71,6 @@ class Outbox:
         """Nothing waits and nothing is in flight."""
         return not self._in_flight and not len(self)
 
-    @property
-    def reliable_waiting(self) -> int:
-        """QoS 1 messages waiting (events and the state)."""
-        return len(self._reliable) + (self._state is not None)
-
     def put(self, message: Outbound) -> Outbound | None:
         """Queue `message`; return the message dropped to make room, if one was.
 

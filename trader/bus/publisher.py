@@ -329,7 +329,9 @@ class MqttBus:
         while True:
             self._state = BusState.CONNECTING
             try:
-                async with make_client(self._settings, self._address, tls) as client:
+                async with make_client(
+                    self._settings, self._address, tls, identifier=self._settings.client_id
+                ) as client:
                     await client.subscribe(self.topics.control, qos=1)
                     self._on_connected()
                     await Session(

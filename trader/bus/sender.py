@@ -15,16 +15,13 @@ import aiomqtt
 import orjson
 import structlog
 
-from trader.bus._connect import load_tls, parse_broker_url
-from trader.bus.control import sign_command
+from trader.bus._connect import load_tls, make_client, parse_broker_url
+from trader.bus.control import UNSIGNED_COMMANDS, sign_command
 from trader.bus.events import Topics
 from trader.config import MqttSettings
 from trader.domain import ControlCommand
 
 log = structlog.get_logger()
-
-#: Commands the daemon accepts without a signature (see `trader.bus.control`).
-_UNSIGNED = (ControlCommand.KILL, ControlCommand.FLATTEN)
 
 
 async def send_command(
@@ -40,7 +37,7 @@ async def send_command(
     body: dict[str, object] = {"command": command.value, "reason": reason}
     if command is ControlCommand.KILL:
         body["flatten"] = flatten
-    if command not in _UNSIGNED:
+    if command not in UNSIGNED_COMMANDS:
         if settings.control_secret is None:
             log.warning("control_not_sent", reason="mqtt.control_secret is not set")
             return False
@@ -51,16 +48,10 @@ async def send_command(
             nonce=secrets.token_hex(16),
         )
     address = parse_broker_url(settings.url)
-    password = settings.password
+    tls = await load_tls(settings) if address.tls else None
     try:
-        async with aiomqtt.Client(
-            address.host,
-            address.port,
-            username=settings.username,
-            password=password.get_secret_value() if password is not None else None,
-            identifier=f"trader-cli-{secrets.token_hex(6)}",
-            timeout=settings.timeout_s,
-            tls_context=await load_tls(settings) if address.tls else None,
+        async with make_client(
+            settings, address, tls, identifier=f"trader-cli-{secrets.token_hex(6)}"
         ) as client:
             await client.publish(Topics(settings.topic_prefix).control, orjson.dumps(body), qos=1)
     except (aiomqtt.MqttError, OSError) as exc:

@@ -11,12 +11,13 @@ configured.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from trader.cli.common import ConfigOption, load_command_settings, run_command, with_database
 from trader.config import Settings
+from trader.domain import ControlCommand
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,15 +53,13 @@ def resume(
 
 def _store_and_send(config: Path | None, name: str, reason: str, *, flatten: bool) -> str:
     """Store (and send) one control command; returns e.g. "kill #7 stored and sent over MQTT"."""
-    from trader.domain import ControlCommand
-
     command = ControlCommand(name)
     event_id, sent = run_command(lambda: _control(config, command, reason, flatten=flatten))
     return f"{name} #{event_id} stored{' and sent over MQTT' if sent else ''}"
 
 
 async def _control(
-    config: Path | None, command: Any, reason: str, *, flatten: bool
+    config: Path | None, command: ControlCommand, reason: str, *, flatten: bool
 ) -> tuple[int, bool]:
     """Store the command (the path that always works), then also send it over MQTT if set."""
     from trader.persistence._control_sqlite import request_fast
@@ -84,7 +83,9 @@ async def _control(
     return event_id, sent
 
 
-async def _control_slow(settings: Settings, command: Any, reason: str, *, flatten: bool) -> int:
+async def _control_slow(
+    settings: Settings, command: ControlCommand, reason: str, *, flatten: bool
+) -> int:
     """The general path: any database, migrated first when it is empty."""
     from sqlalchemy.exc import DBAPIError
 

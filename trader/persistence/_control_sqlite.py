@@ -32,7 +32,7 @@ def request_fast(
                 "applied_at) VALUES (?, ?, ?, ?, ?, NULL)",
                 # The same text form SQLAlchemy's SQLite dialect stores for a naive UTC datetime.
                 (
-                    datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" "),
+                    datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
                     command,
                     reason,
                     source,

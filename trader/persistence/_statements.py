@@ -166,13 +166,10 @@ def _chunked_inserts(statement: _Statement, params: list[tuple[Any, ...]]) -> li
     so they share one compiled statement; the last one is smaller and cheap to compile.
     """
     per_statement = min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // len(statement.columns))
-    full_sql = statement.multi_row_sql(per_statement)
     out: list[tuple[str, Any]] = []
     for begin in range(0, len(params), per_statement):
         chunk = params[begin : begin + per_statement]
-        flat = tuple(chain.from_iterable(chunk))
-        sql = full_sql if len(chunk) == per_statement else statement.multi_row_sql(len(chunk))
-        out.append((sql, flat))
+        out.append((statement.multi_row_sql(len(chunk)), tuple(chain.from_iterable(chunk))))
     return out
 
 

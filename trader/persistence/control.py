@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 
 from trader.domain import ControlCommand
 from trader.persistence.models import ControlEventRow
-from trader.persistence.repository import Bind, _connect
+from trader.persistence.repository import Bind, _connect, _from_db, _to_utc
 
 __all__ = ["ControlCommand", "ControlEvent", "mark_applied", "pending", "recent", "request"]
 
@@ -71,26 +71,26 @@ async def recent(bind: Bind, limit: int = 10) -> list[ControlEvent]:
 
 
 async def mark_applied(bind: Bind, event_id: int, applied_at: datetime) -> None:
-    """Stamp a command as applied."""
+    """Stamp a command as applied.
+
+    Raises:
+        ValueError: `applied_at` is naive (it is stored as UTC).
+    """
     async with _connect(bind, write=True) as conn:
         await conn.execute(
             update(ControlEventRow)
             .where(ControlEventRow.id == event_id)
-            .values(applied_at=applied_at.astimezone(UTC))
+            .values(applied_at=_to_utc(applied_at))
         )
 
 
 def _event(row: Any) -> ControlEvent:
     return ControlEvent(
         id=row.id,
-        created_at=_aware(row.created_at),
+        created_at=_from_db(row.created_at),
         command=ControlCommand(row.command),
         reason=row.reason,
         source=row.source,
         flatten=row.flatten,
-        applied_at=_aware(row.applied_at) if row.applied_at is not None else None,
+        applied_at=_from_db(row.applied_at) if row.applied_at is not None else None,
     )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -231,23 +231,36 @@ async def load_run_state(bind: Bind, run_id: str) -> RunStateSnapshot | None:
     return RunStateSnapshot(run_id=run_id, last_slice_start_ms=row[0], state=row[1])
 
 
+#: The `EquityRecord` fields, in order.
+_EQUITY_COLUMNS = (
+    EquityRow.ts_ms,
+    EquityRow.equity,
+    EquityRow.cash,
+    EquityRow.unrealized_pnl,
+    EquityRow.drawdown,
+    EquityRow.peak_equity,
+    EquityRow.gross_exposure_usdt,
+)
+
+
 async def fetch_equity(bind: Bind, run_id: str) -> list[EquityRecord]:
     """The run's equity curve, oldest first."""
-    stmt = (
-        select(
-            EquityRow.ts_ms,
-            EquityRow.equity,
-            EquityRow.cash,
-            EquityRow.unrealized_pnl,
-            EquityRow.drawdown,
-            EquityRow.peak_equity,
-            EquityRow.gross_exposure_usdt,
-        )
-        .where(EquityRow.run_id == run_id)
-        .order_by(EquityRow.ts_ms)
-    )
+    stmt = select(*_EQUITY_COLUMNS).where(EquityRow.run_id == run_id).order_by(EquityRow.ts_ms)
     async with _connect(bind) as conn:
         return [EquityRecord(**row._asdict()) for row in await conn.execute(stmt)]
+
+
+async def latest_equity(bind: Bind, run_id: str) -> EquityRecord | None:
+    """The run's newest equity row (one indexed row, not the curve), or None before its first."""
+    stmt = (
+        select(*_EQUITY_COLUMNS)
+        .where(EquityRow.run_id == run_id)
+        .order_by(EquityRow.ts_ms.desc())
+        .limit(1)
+    )
+    async with _connect(bind) as conn:
+        row = (await conn.execute(stmt)).first()
+    return EquityRecord(**row._asdict()) if row is not None else None
 
 
 async def fetch_fills(bind: Bind, run_id: str) -> list[FillRecord]:
