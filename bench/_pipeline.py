@@ -1,13 +1,43 @@
-"""Shared by the benchmarks: a real engine and SQLite writer, driven as the replay runner does."""
+"""Shared by the benchmarks: the data, a child process per mode, and a real engine and SQLite
+writer driven as the replay runner does."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The full real BTCUSDT 5m series (25,920 bars) the replay benchmarks run on.
+DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
+
+
+def load_bars(path: Path = DEFAULT_DATA, limit: int = 0) -> list[Any]:
+    """A candle file's valid bars, read by the replay's own parser (the first `limit` if > 0)."""
+    from trader.domain import Bar
+    from trader.replay.candles import iter_candles
+
+    bars = [item for item in iter_candles(path) if isinstance(item, Bar)]
+    return bars[:limit] if limit > 0 else bars
+
+
+def run_child(script: str, *args: str) -> dict[str, Any]:
+    """Run `script args` in a fresh interpreter from the repository root; its last JSON line.
+
+    Each measured mode runs in its own process, so its peak RSS and warm caches are its own.
+    """
+    done = subprocess.run(
+        [sys.executable, script, *args], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 @asynccontextmanager
@@ -46,6 +76,18 @@ async def sqlite_pipeline(
             yield engine, writer
     finally:
         await db.dispose()
+
+
+async def timed_run(
+    db_path: Path, strategy: str, slices: Iterable[Sequence[Any]], *, instance: Any = None
+) -> float:
+    """Seconds for `slices` through a fresh `sqlite_pipeline` until the writer has committed
+    them all (start-up excluded)."""
+    async with sqlite_pipeline(db_path, strategy, "bench", instance=instance) as (engine, writer):
+        started = time.perf_counter()
+        await drive(engine, writer, slices)
+        await engine.flush(wait=True)
+        return time.perf_counter() - started
 
 
 async def drive(engine: Any, writer: Any, slices: Iterable[Sequence[Any]]) -> None:

@@ -17,17 +17,19 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from _pipeline import run_child
 
 from strategies.base import AccountState, SymbolContext
 from strategies.hrm.checkpoint import fresh_model
@@ -160,31 +162,14 @@ def _decide_latency(
 
 
 def _renamed(bar: Bar, symbol: str) -> Bar:
-    return Bar(
-        symbol,
-        bar.interval,
-        bar.start_ms,
-        bar.open,
-        bar.high,
-        bar.low,
-        bar.close,
-        bar.volume,
-        bar.turnover,
-    )
+    return dataclasses.replace(bar, symbol=symbol)
 
 
-def _autocast(device: torch.device) -> torch.autocast | _Null:
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    # As `HRMStrategy` runs the model: bfloat16 autocast on CUDA, nothing on the CPU.
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return _Null()
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return contextlib.nullcontext()
 
 
 def _worker(args: argparse.Namespace) -> dict[str, object]:
@@ -266,9 +251,7 @@ def main() -> None:
         return
     results = []
     for preset in args.presets:
-        command = [sys.executable, __file__, "--worker", preset, *_passthrough(args)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        results.append(run_child(__file__, "--worker", preset, *_passthrough(args)))
     _print(results)
 
 

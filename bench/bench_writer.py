@@ -25,11 +25,12 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trader.persistence import repository
+from trader.persistence._statements import WRITE_ORDER
 from trader.persistence.batch import RunStateSnapshot, WriteBatch
 from trader.persistence.database import insert_for, make_engine
 from trader.persistence.migrate import upgrade
 from trader.persistence.models import Base
-from trader.persistence.writer import WRITE_ORDER, BatchWriter
+from trader.persistence.writer import BatchWriter
 
 STEP_MS = 300_000
 T0_MS = 1_700_000_000_000

@@ -39,8 +39,6 @@ import dataclasses
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -48,10 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _pipeline import drive, sqlite_pipeline
+from _pipeline import DEFAULT_DATA, load_bars, run_child, timed_run
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
 #: Untimed warm-up before a timed run: pipeline bars (enough for ~400 model calls after the
 #: default 782-bar feature warm-up) and model calls.
 WARMUP_BARS = 1_200
@@ -74,21 +70,9 @@ def _settings() -> Any:
     return Settings(strategy={"name": "hrm"})
 
 
-def _load_bars(path: Path, limit: int) -> list[Any]:
-    from trader.domain import Bar
-    from trader.replay.candles import iter_candles
-
-    bars = [item for item in iter_candles(path) if isinstance(item, Bar)]
-    return bars[:limit] if limit > 0 else bars
-
-
-async def _pipeline_run(bars: Sequence[Any], db_path: Path, instance: Any = None) -> float:
-    """Seconds for the bars through the pipeline, until the writer has committed them all."""
-    async with sqlite_pipeline(db_path, "hrm", "bench", instance=instance) as (engine, writer):
-        started = time.perf_counter()
-        await drive(engine, writer, ([bar] for bar in bars))
-        await engine.flush(wait=True)
-        return time.perf_counter() - started
+def _pipeline_run(bars: Sequence[Any], db_path: Path, instance: Any = None) -> float:
+    """Seconds for the bars through the `hrm` pipeline, until the writer has committed them all."""
+    return asyncio.run(timed_run(db_path, "hrm", ([bar] for bar in bars), instance=instance))
 
 
 def _recording(strategy: Any, calls: list[dict[str, Any]]) -> Callable[[Any], Any]:
@@ -120,7 +104,7 @@ def capture(bars: Sequence[Any], out: Path) -> dict[str, Any]:
     calls: list[dict[str, Any]] = []
     strategy.decide = _recording(strategy, calls)  # an instance attribute: the engine calls it
     with tempfile.TemporaryDirectory() as tmp:
-        seconds = asyncio.run(_pipeline_run(bars, Path(tmp) / "capture.db", strategy))
+        seconds = _pipeline_run(bars, Path(tmp) / "capture.db", strategy)
     symbol = bars[0].symbol
     carry = strategy.carry_of(symbol)
     np.savez(
@@ -138,8 +122,8 @@ def capture(bars: Sequence[Any], out: Path) -> dict[str, Any]:
 def replay_child(bars: Sequence[Any]) -> dict[str, Any]:
     """A warm-up replay of the first bars, then one timed replay of them all."""
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_pipeline_run(bars[:WARMUP_BARS], Path(tmp) / "warmup.db"))
-        seconds = asyncio.run(_pipeline_run(bars, Path(tmp) / "bench.db"))
+        _pipeline_run(bars[:WARMUP_BARS], Path(tmp) / "warmup.db")
+        seconds = _pipeline_run(bars, Path(tmp) / "bench.db")
     return {"mode": "replay", "bars": len(bars), "seconds": [seconds]}
 
 
@@ -277,7 +261,7 @@ def child(args: argparse.Namespace) -> None:
     from trader.logs import configure_logging
 
     configure_logging("WARNING", "json")
-    bars = _load_bars(args.data, args.bars)
+    bars = load_bars(args.data, args.bars)
     if args.mode == "capture":
         result = capture(bars, args.recorded)
     elif args.mode == "replay":
@@ -289,11 +273,11 @@ def child(args: argparse.Namespace) -> None:
 
 
 def _spawn(mode: str, args: argparse.Namespace, recorded: Path) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--mode", mode, "--bars", str(args.bars)]
-    command += ["--data", str(args.data), "--recorded", str(recorded)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(
+        __file__,
+        *("--mode", mode, "--bars", str(args.bars)),
+        *("--data", str(args.data), "--recorded", str(recorded)),
+    )
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ Two measurements on the full real BTCUSDT 5m series (25,920 bars, bars already i
    how long the final flush waited for the writer. A large final wait means the writer fell
    behind; loop wall well above loop CPU means the loop thread was stalled (GIL or host steal).
 
-    .venv/bin/python bench/pipeline_profile.py [--strategy ema_cross] [--runs 3]
+    PYTHONPATH=. .venv/bin/python bench/pipeline_profile.py [--strategy ema_cross] [--runs 3]
 
 It prints medians over the runs. It is a diagnostic, not a benchmark of record (that is
 bench/replay_throughput.py).
@@ -27,17 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _pipeline import drive, sqlite_pipeline
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
-
-
-def _load_bars() -> list[Any]:
-    from trader.domain import Bar
-    from trader.replay.candles import iter_candles
-
-    return [item for item in iter_candles(DATA) if isinstance(item, Bar)]
+from _pipeline import drive, load_bars, sqlite_pipeline
 
 
 def _timed(target: Any, name: str, label: str, totals: dict[str, int]) -> None:
@@ -128,7 +118,7 @@ def main() -> None:
     from trader.logs import configure_logging
 
     configure_logging("WARNING", "json")
-    bars = _load_bars()
+    bars = load_bars()
     stage_runs = [asyncio.run(_stages(bars, args.strategy)) for _ in range(args.runs)]
     print(f"stages, {args.strategy}, in-memory sink, us/bar (median of {args.runs}):")
     for label in sorted(stage_runs[0], key=lambda key: -stage_runs[0][key]):

@@ -25,25 +25,14 @@ import asyncio
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from _pipeline import drive, sqlite_pipeline
+from _pipeline import DEFAULT_DATA, load_bars, run_child, timed_run
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT / "bench" / "data" / "BTCUSDT_5m.csv.gz"
 MODES = ("features", "noop", "ema_cross", "file_features", "file_noop", "file_ema_cross", "replay")
-
-
-def _load_bars(path: Path) -> list:
-    from trader.domain import Bar
-    from trader.replay.candles import iter_candles
-
-    return [item for item in iter_candles(path) if isinstance(item, Bar)]
 
 
 def _memory_slices(bars: list) -> Iterator[list]:
@@ -69,14 +58,6 @@ def _features_run(slices: Iterator[list]) -> float:
     return time.perf_counter() - started
 
 
-async def _pipeline_run(slices: Iterator[list], strategy: str, db_path: Path) -> float:
-    async with sqlite_pipeline(db_path, strategy, "bench") as (engine, writer):
-        started = time.perf_counter()
-        await drive(engine, writer, slices)
-        await engine.flush(wait=True)
-        return time.perf_counter() - started
-
-
 def _replay_run(data: Path, db_path: Path) -> float:
     from trader.config import Settings
     from trader.replay.runner import ReplayOptions, replay
@@ -94,7 +75,7 @@ def child(mode: str, runs: int, data: Path) -> None:
     from trader.logs import configure_logging
 
     configure_logging("WARNING", "json")
-    bars = _load_bars(data)
+    bars = load_bars(data)
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(runs):
@@ -106,7 +87,7 @@ def child(mode: str, runs: int, data: Path) -> None:
             elif kind == "replay":
                 seconds.append(_replay_run(data, db_path))
             else:
-                seconds.append(asyncio.run(_pipeline_run(slices, kind, db_path)))
+                seconds.append(asyncio.run(timed_run(db_path, kind, slices)))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -138,23 +119,9 @@ def main() -> None:
         parser.error(f"unknown modes: {', '.join(unknown)} (choose from {', '.join(MODES)})")
     results = {}
     for mode in modes:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--mode",
-                mode,
-                "--runs",
-                str(args.runs),
-                "--data",
-                str(args.data),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
+        results[mode] = run_child(
+            __file__, "--mode", mode, "--runs", str(args.runs), "--data", str(args.data)
         )
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     bars = next(iter(results.values()))["bars"]
     print(f"replay throughput, {args.runs} runs each, {bars:,} bars of {args.data.name}")
     print(f"{'mode':<15} {'median s':>9} {'bars/s':>10} {'peak RSS MB':>12}")

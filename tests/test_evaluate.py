@@ -77,6 +77,7 @@ async def test_report_has_the_contract_keys_for_all_four_strategies_when_evaluat
         assert row.keys() >= CONTRACT_KEYS
         assert row["series"] == "BTCUSDT_5m"
         assert row["bars"] == 90
+        assert sum(row["decisions"].values()) == 90
         assert len(row["folds"]) == 2
     assert {p["strategy"] for p in document["prediction"]} == {"hrm", "flat"}
     assert document["splits"]["BTCUSDT_5m"]["heldout_bars"] == 90
@@ -166,6 +167,7 @@ def test_replay_job_cuts_metrics_to_the_held_out_bars_when_run_in_process(tmp_pa
     assert result.metrics["start_ms"] == series.bars[split.heldout_start].close_ms
     assert [f["bars"] for f in result.folds] == [20, 20, 20]
     assert result.decisions["BUY_LONG"] == 1
+    assert sum(result.decisions.values()) == 60  # the warm-up bars' HOLDs are not counted
     assert list(tmp_path.iterdir()) == []
 
 

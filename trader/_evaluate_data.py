@@ -3,8 +3,8 @@
 Owns reading each candle file once through the replay's own candle parser, naming the series
 (`BTCUSDT_5m`), splitting it by time (`strategies.hrm.data.SeriesSplit`: the last 30% held out),
 the bar a held-out replay starts from so that the features become ready exactly on the first
-held-out bar, and turning the development part into `TrainingSeries`. It must not train, replay
-or write anything.
+held-out bar, the `[features]` settings as training windows and schema hash, and turning the
+development part into `TrainingSeries`. It must not train, replay or write anything.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from trader.config import FeatureSettings
 from trader.domain import Bar
 from trader.errors import ConfigError
 from trader.features.buffer import warmup_bars
+from trader.features.schema import feature_schema_hash
 from trader.replay.candles import iter_candles
 
 #: Symbols never trained on by default: reported apart as the test of generalisation.
@@ -86,6 +87,16 @@ def windows_of(features: FeatureSettings) -> WindowSettings:
     return WindowSettings(
         tactical=features.tactical_window,
         strategic=features.strategic_window,
+        scale_window=features.scale_window,
+        clip=features.clip,
+    )
+
+
+def schema_hash_of(features: FeatureSettings) -> str:
+    """The feature-schema hash of the `[features]` settings: what a checkpoint must match."""
+    return feature_schema_hash(
+        tactical_window=features.tactical_window,
+        strategic_window=features.strategic_window,
         scale_window=features.scale_window,
         clip=features.clip,
     )

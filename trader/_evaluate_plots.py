@@ -1,35 +1,30 @@
 """The evaluation report's plots: equity curves, Sharpe by series, reliability, ACT by regime.
 
-Owns how the four PNGs of `trader evaluate` look. Figures are plain `Figure`s drawn on explicit
-Agg canvases (no pyplot state), returned as PNG bytes. It must not compute metrics or write
-files.
+Owns how the four PNGs of `trader evaluate` look. Figures are plain `Figure`s rendered by
+`trader.report.png_bytes` (an explicit Agg canvas, no pyplot state), returned as PNG bytes. It
+must not compute metrics or write files.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trader._evaluate_metrics import VOL_REGIMES, Calibration
 from trader._evaluate_replay import JobResult
+from trader.report import png_bytes
 
 _COLORS = {"hrm": "tab:blue", "flat": "tab:orange", "ema_cross": "tab:green", "buy_hold": "gray"}
 _DPI = 100
 
 
 def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)  # attaches the Agg canvas to fig: no pyplot, no backend switch
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    fig.clear()
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=_DPI)
 
 
 def equity_png(results: Sequence[JobResult]) -> bytes:

@@ -4,8 +4,9 @@ Owns the picklable `ReplayJob` (jobs run in worker processes), building its stra
 baselines by name; the models from their checkpoint, with an ablation applied and a recorder of
 their outputs attached), running `trader.replay.runner.replay` (the engine, risk layer and paper
 broker of `trader replay`, fees and slippage included) on a private SQLite file from the
-warm-up start, and cutting the run's equity and fills to the held-out bars and to its folds for
-`trader.metrics.compute_metrics`. It must not aggregate across jobs or write reports.
+warm-up start, and cutting the run's equity, fills and decisions to the held-out bars (and the
+equity and fills to its folds) for `trader.metrics.compute_metrics`. It must not aggregate
+across jobs or write reports.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +27,13 @@ from strategies.hrm.checkpoint import LoadedModel, ModelKind, load_checkpoint
 from strategies.hrm.model import HRM
 from strategies.hrm.strategy import HRMStrategy, OutputRecord
 from strategies.registry import build_strategy
+from trader._evaluate_data import schema_hash_of
 from trader.config import Settings
 from trader.domain import interval_ms
-from trader.features.schema import feature_schema_hash
 from trader.logs import configure_logging
 from trader.metrics import EquityPoint, FillPoint, compute_metrics
+from trader.persistence import repository
+from trader.persistence.database import make_engine
 from trader.replay.runner import ReplayOptions, replay
 
 StrategyKind = Literal["hrm", "flat", "ema_cross", "buy_hold"]
@@ -108,14 +112,13 @@ async def _run(job: ReplayJob, db: Path) -> JobResult:
             )
         }
     )
+    run_id = f"evaluate-{job.series}-{job.variant.name}"
     options = ReplayOptions(
-        sources=(job.path,),
-        from_ms=job.from_ms,
-        to_ms=job.to_ms,
-        run_name=f"evaluate-{job.series}-{job.variant.name}",
+        sources=(job.path,), from_ms=job.from_ms, to_ms=job.to_ms, run_name=run_id
     )
     outcome = await replay(settings, options, strategy=strategy)
     results = outcome.results
+    decisions = await _heldout_decisions(settings, run_id, job.heldout_start_ms)
     step = interval_ms(results.interval)
     held = [p for p in results.equity if p.ts_ms > job.heldout_start_ms]
     before = [p for p in results.equity if p.ts_ms <= job.heldout_start_ms]
@@ -128,11 +131,28 @@ async def _run(job: ReplayJob, db: Path) -> JobResult:
         strategy=job.variant.name,
         metrics=metrics.as_dict(),
         folds=_folds(held, fills, initial, step, job.folds),
-        decisions=dict(results.decisions),
+        decisions=decisions,
         equity=[(p.ts_ms, p.equity) for p in held[::stride]],
         records=[r for r in records if r.bar_start_ms >= job.heldout_start_ms],
         seconds=time.perf_counter() - started,
     )
+
+
+async def _heldout_decisions(
+    settings: Settings, run_id: str, heldout_start_ms: int
+) -> dict[str, int]:
+    """The run's decisions by action on the held-out bars only.
+
+    The run's own count (`RunResults.decisions`) also holds a HOLD for every warm-up bar, which
+    the held-out metrics beside it do not cover.
+    """
+    db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    try:
+        rows = await repository.fetch_decisions(db, run_id)
+    finally:
+        await db.dispose()
+    held = Counter(row.action for row in rows if row.bar_start_ms >= heldout_start_ms)
+    return dict(sorted(held.items()))
 
 
 def _folds(
@@ -170,16 +190,10 @@ def build_job_strategy(
     if job.checkpoint is None or variant.kind not in ("hrm", "flat"):
         raise ValueError(f"{variant.name} needs a checkpoint")
     kind: ModelKind = "hrm" if variant.kind == "hrm" else "flat"
-    features = settings.features
     loaded = load_checkpoint(
         job.checkpoint,
         expected_kind=kind,
-        expected_schema_hash=feature_schema_hash(
-            tactical_window=features.tactical_window,
-            strategic_window=features.strategic_window,
-            scale_window=features.scale_window,
-            clip=features.clip,
-        ),
+        expected_schema_hash=schema_hash_of(settings.features),
     )
     ablated = ablate(loaded, variant)
     return HRMStrategy(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from strategies.hrm.data import HELDOUT_FRACTION
 from trader._evaluate_metrics import Calibration
 from trader._evaluate_plots import act_png, equity_png, reliability_png, sharpe_png
 from trader._evaluate_replay import JobResult
@@ -57,7 +58,6 @@ class EvaluationReport:
     folds: int
     max_bars: int | None
     notes: str = ""
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self, result: JobResult) -> dict[str, Any]:
         """One contract row: the series, the strategy and its held-out metrics."""
@@ -88,7 +88,7 @@ def write_evaluation_report(out_dir: Path, report: EvaluationReport) -> None:
         "schema_version": REPORT_SCHEMA_VERSION,
         "command": report.command,
         "protocol": {
-            "heldout_fraction": 0.3,
+            "heldout_fraction": HELDOUT_FRACTION,
             "validation": "last 15% of the first 70%, tuning only",
             "folds": report.folds,
             "max_bars": report.max_bars,

@@ -25,16 +25,22 @@ from strategies.hrm.recipe import RecipeSettings, train_checkpoint
 from strategies.hrm.rl import RLConfig
 from strategies.hrm.targets import TargetSettings
 from strategies.hrm.train import TrainConfig
-from trader._evaluate_data import load_series, training_series, training_window, windows_of
+from trader._evaluate_data import (
+    load_series,
+    schema_hash_of,
+    training_series,
+    training_window,
+    windows_of,
+)
 from trader.config import Settings
-from trader.features.schema import feature_schema_hash
 
 log = structlog.get_logger()
 
 Preset = Literal["small", "base"]
 #: Optimiser steps per model by preset: `small` trains both models, policy stage included, in
-#: about 20 minutes on two CPU cores (batch 32; the HRM unrolls 8 bars per sample, the flat
-#: model reads 1).
+#: about 10 minutes on the project's quiet 2-core VM, over 20 next to another CPU-heavy job
+#: (`reports/evaluation/notes.md`; batch 32; the HRM unrolls 8 bars per sample, the flat model
+#: reads 1).
 DEFAULT_STEPS: dict[str, int] = {"small": 500, "base": 1_500}
 #: Torch threads for training on the CPU.
 TRAIN_THREADS = 2
@@ -109,14 +115,8 @@ def train_files(settings: Settings, options: TrainOptions) -> list[TrainedFile]:
     """Train the HRM (to `options.out`) and the flat baseline (to `flat_path(out)`)."""
     torch.set_num_threads(TRAIN_THREADS)
     series = load_series(options.files)
-    features = settings.features
-    schema = feature_schema_hash(
-        tactical_window=features.tactical_window,
-        strategic_window=features.strategic_window,
-        scale_window=features.scale_window,
-        clip=features.clip,
-    )
-    data = training_series(series, windows_of(features), TargetSettings())
+    schema = schema_hash_of(settings.features)
+    data = training_series(series, windows_of(settings.features), TargetSettings())
     window = training_window(series)
     written = []
     for kind in options.kinds:

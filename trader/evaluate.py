@@ -29,7 +29,13 @@ import numpy as np
 import structlog
 
 from strategies.hrm.checkpoint import DEFAULT_CHECKPOINTS, load_checkpoint
-from trader._evaluate_data import UNSEEN_SYMBOLS, CandleSeries, load_series, replay_start
+from trader._evaluate_data import (
+    UNSEEN_SYMBOLS,
+    CandleSeries,
+    load_series,
+    replay_start,
+    schema_hash_of,
+)
 from trader._evaluate_metrics import Aligned, act_statistics, align, prediction_metrics
 from trader._evaluate_replay import JobResult, ReplayJob, Variant, run_job
 from trader._evaluate_report import EvaluationReport, write_evaluation_report
@@ -37,7 +43,7 @@ from trader._evaluate_train import Preset, TrainOptions, flat_path, train_files
 from trader.config import Settings
 from trader.errors import ConfigError
 from trader.features.dataset import build_feature_matrix
-from trader.features.schema import FEATURE_INDEX, feature_schema_hash
+from trader.features.schema import FEATURE_INDEX
 
 log = structlog.get_logger()
 
@@ -84,10 +90,9 @@ async def evaluate(settings: Settings, options: EvaluateOptions) -> EvaluationRe
     work = options.out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     jobs = [
-        job
+        _job(settings, options, s, variant, hrm_path, flat_ckpt, work)
         for s in series
         for variant in (*STRATEGIES, *(ABLATIONS if options.ablations else ()))
-        for job in [_job(settings, options, s, variant, hrm_path, flat_ckpt, work)]
     ]
     results = await _run_jobs(jobs, options.workers)
     shutil.rmtree(work)
@@ -197,7 +202,8 @@ def _report(
     pooled: dict[str, list[Aligned]] = {}
     act: list[dict[str, Any]] = []
     vol: dict[str, dict[int, float]] = {}
-    for result in sorted(results, key=lambda r: (r.series, r.strategy)):
+    results = sorted(results, key=lambda r: (r.series, r.strategy))
+    for result in results:
         if not result.records:
             continue
         s = by_name[result.series]
@@ -217,7 +223,7 @@ def _report(
         metrics, bins = prediction_metrics(Aligned.join(parts))
         calibration[key] = (metrics, bins)
     return EvaluationReport(
-        results=sorted(results, key=lambda r: (r.series, r.strategy)),
+        results=results,
         prediction=prediction,
         calibration=calibration,
         act=act,
@@ -239,16 +245,7 @@ def _report(
 
 def _describe(path: Path, settings: Settings) -> dict[str, Any]:
     """A checkpoint's self-description, as the report shows it."""
-    features = settings.features
-    meta = load_checkpoint(
-        path,
-        expected_schema_hash=feature_schema_hash(
-            tactical_window=features.tactical_window,
-            strategic_window=features.strategic_window,
-            scale_window=features.scale_window,
-            clip=features.clip,
-        ),
-    ).meta
+    meta = load_checkpoint(path, expected_schema_hash=schema_hash_of(settings.features)).meta
     shown = path.resolve()
     if shown.is_relative_to(Path.cwd()):
         shown = shown.relative_to(Path.cwd())  # reports stay free of this machine's paths

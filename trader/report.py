@@ -1,7 +1,8 @@
 """A run's report directory: `metrics.json` and two PNG plots.
 
 Owns the on-disk shape of a report (`ReportPaths`, `REPORT_SCHEMA_VERSION`) and how the plots
-look. Used by `trader replay --report DIR`, `trader report --run ID` and `trader evaluate`.
+look. Used by `trader replay --report DIR` and `trader report --run ID`; `trader evaluate`'s
+own plots are rendered through `png_bytes`.
 
 It must not compute metrics (that is `trader.metrics`), read a database or import the engine.
 It must not touch pyplot's global state: figures are plain `matplotlib.figure.Figure` objects
@@ -108,14 +109,14 @@ def write_report(
         "metrics": metrics.as_dict(),
         "extra": dict(extra or {}),
     }
-    # allow_nan=False: NaN is not JSON, and `trader evaluate` must be able to parse every report.
+    # allow_nan=False: NaN is not JSON, and every report must parse with a strict JSON reader.
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     _write_atomic(paths.metrics_json, text.encode())
     steps = reconstruct_trades(fills).steps
     equity_fig = _equity_figure(equity, metrics.initial_equity, metrics.interval_ms, title)
-    _write_atomic(paths.equity_drawdown_png, _png(equity_fig))
+    _write_atomic(paths.equity_drawdown_png, png_bytes(equity_fig))
     price_fig = _price_figure(prices, steps, metrics.interval_ms, title)
-    _write_atomic(paths.price_positions_png, _png(price_fig))
+    _write_atomic(paths.price_positions_png, png_bytes(price_fig))
     return paths
 
 
@@ -125,10 +126,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure, *, dpi: int = _DPI) -> bytes:
+    """`fig` rendered as PNG by its own Agg canvas (no pyplot state); the figure is cleared."""
     FigureCanvasAgg(fig)  # attaches the Agg canvas to fig: no pyplot, no backend switch
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
+    fig.savefig(buffer, format="png", dpi=dpi)
     fig.clear()  # drop artists now; a report can hold 100k-point lines
     return buffer.getvalue()
 

@@ -34,6 +34,7 @@ def _labels(items: list[Bar | Rejection]) -> list[object]:
 
 
 def test_gap_fill_recorded_after_a_later_frame_comes_out_in_start_order() -> None:
+    """A REST gap fill written after a later websocket bar is released before that bar."""
     items = _run(
         ReorderBuffer("rec"),
         [_bar("BTC", 0), _bar("BTC", 2), _bar("ETH", 2), _bar("BTC", 1, BarSource.REST)],
@@ -47,6 +48,7 @@ def test_gap_fill_recorded_after_a_later_frame_comes_out_in_start_order() -> Non
 
 
 def test_rest_copy_beats_an_earlier_websocket_copy_and_later_repeats_are_rejections() -> None:
+    """The REST copy of a bar replaces its websocket copy; every later copy is a rejection."""
     items = _run(
         ReorderBuffer("rec"),
         [
@@ -65,6 +67,7 @@ def test_rest_copy_beats_an_earlier_websocket_copy_and_later_repeats_are_rejecti
 
 
 def test_bars_released_once_the_window_has_passed_them() -> None:
+    """A bar is held until one `window_bars` or more intervals later arrives, or until drain."""
     buffer = ReorderBuffer("rec", window_bars=2)
     assert list(buffer.add(_bar("BTC", 0), 1)) == []
     assert list(buffer.add(_bar("BTC", 1), 2)) == []
@@ -74,5 +77,6 @@ def test_bars_released_once_the_window_has_passed_them() -> None:
 
 
 def test_window_must_be_positive() -> None:
+    """A window of zero bars is refused."""
     with pytest.raises(ValueError, match="window_bars"):
         ReorderBuffer("rec", window_bars=0)

@@ -122,7 +122,8 @@ async def replay(
         sleep: pacing hook for `--speed N` (tests inject a fake).
         on_slice: progress callback receiving the number of slices handled so far.
         strategy: a strategy to run instead of the one `strategy.name` builds (tests use it
-            for strategies the settings cannot name; a resumed run must be given the same).
+            for strategies the settings cannot name, `trader evaluate` for models with an
+            ablation and an output recorder; a resumed run must be given the same).
     """
     db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
