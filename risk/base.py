@@ -3,9 +3,8 @@
 Owns the contracts a risk layer meets: size and check a decision, react to each account mark,
 produce flattening intents, and save its state with the run. `RiskLayerPolicy` is the one the
 engine speaks (met by `RiskLayer`): it takes every bar, exchange time, equity and all positions
-explicitly, and has the kill switch. `RiskPolicy` is the foundation's narrower contract, met by
-`RiskGate`, which the composition root no longer builds. It must not import the engine or know
-which model produced a decision.
+explicitly, and has the kill switch. It must not import the engine or know which model produced
+a decision.
 """
 
 from __future__ import annotations
@@ -14,38 +13,10 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from risk.context import RiskContext
-from risk.gate import OrderIntent, RiskEvent, SymbolLimits, Verdict
+from risk.gate import OrderIntent, Verdict
 from risk.machine import RiskOutcome, StateReason
 from risk.state import TradingState
 from trader.domain import Bar, Decision
-
-
-class RiskPolicy(Protocol):
-    """The foundation gate's contract (the engine now speaks `RiskLayerPolicy`)."""
-
-    state: TradingState
-
-    def review(
-        self, decision: Decision, *, position_qty: Decimal, price: float, limits: SymbolLimits
-    ) -> Verdict:
-        """Approved order intents and denials (with reasons) for one decision."""
-        ...
-
-    def on_mark(self, *, drawdown: float) -> RiskEvent | None:
-        """Apply account-level limits after a mark; the transition to store, if any."""
-        ...
-
-    def flatten_intents(self, positions: dict[str, Decimal]) -> list[OrderIntent]:
-        """Reduce-only intents closing every open position."""
-        ...
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state saved with the run (a halt survives restarts)."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
-        ...
 
 
 class RiskLayerPolicy(Protocol):

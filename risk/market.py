@@ -11,8 +11,7 @@ per symbol; a bar not newer than the last one seen is ignored, so feeding a bar 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from trader.domain import Bar, interval_ms
 
@@ -87,11 +86,3 @@ class MarketTracker:
             return
         assert seen.atr is not None  # set when ranges_seen reached period
         seen.atr = (seen.atr * (period - 1) + true_range) / period
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able facts per symbol."""
-        return {symbol: asdict(seen) for symbol, seen in self._symbols.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
-        self._symbols = {str(symbol): SymbolMarket(**row) for symbol, row in state.items()}

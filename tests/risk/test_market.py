@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -60,15 +59,3 @@ def test_old_bar_is_ignored_when_fed_again() -> None:
     assert tracker.update(bar("BTCUSDT", 4, 300.0)) is None
     assert tracker.price("BTCUSDT") == 100.0
     assert tracker.price("ETHUSDT") is None
-
-
-def test_state_round_trips_through_json_when_saved() -> None:
-    """Prices, last bar and ATR warm-up survive a JSON round trip."""
-    tracker = MarketTracker(atr_period=3)
-    for index, close in enumerate([100.0, 101.0]):
-        tracker.update(bar("BTCUSDT", index, close))
-    restored = MarketTracker(atr_period=3)
-    restored.load_state_dict(json.loads(json.dumps(tracker.state_dict())))
-    for one in (tracker, restored):
-        one.update(bar("BTCUSDT", 2, 103.0))
-    assert restored.get("BTCUSDT") == tracker.get("BTCUSDT")
