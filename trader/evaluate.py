@@ -15,12 +15,9 @@ in those same replays. It must not compute trading metrics itself (the engine an
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import multiprocessing
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ from trader._evaluate_data import (
     schema_hash_of,
 )
 from trader._evaluate_metrics import Aligned, act_statistics, align, prediction_metrics
+from trader._evaluate_pool import run_in_workers
 from trader._evaluate_replay import JobResult, ReplayJob, Variant, run_job
 from trader._evaluate_report import EvaluationReport, write_evaluation_report
 from trader._evaluate_train import Preset, TrainOptions, flat_path, train_files
@@ -170,22 +168,17 @@ def _job(
 
 async def _run_jobs(jobs: list[ReplayJob], workers: int) -> list[JobResult]:
     """Every job in `workers` spawned processes (one torch thread each)."""
-    loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(workers, 1), mp_context=context) as pool:
-        futures = [loop.run_in_executor(pool, run_job, job) for job in jobs]
-        results = []
-        for future in asyncio.as_completed(futures):
-            result = await future
-            log.info(
-                "evaluation_replay_finished",
-                series=result.series,
-                strategy=result.strategy,
-                sharpe=result.metrics.get("sharpe"),
-                seconds=round(result.seconds, 1),
-            )
-            results.append(result)
-    return results
+
+    def finished(result: JobResult) -> None:
+        log.info(
+            "evaluation_replay_finished",
+            series=result.series,
+            strategy=result.strategy,
+            sharpe=result.metrics.get("sharpe"),
+            seconds=round(result.seconds, 1),
+        )
+
+    return await run_in_workers(run_job, jobs, workers=workers, on_result=finished)
 
 
 def _report(
