@@ -1,17 +1,16 @@
-"""The rows the engine writes per table, and the snapshot form of a pending order.
+"""The rows the engine writes per table.
 
 Owns turning `Bar`, `Decision`, `Order`, `Fill` and `Position` values into the plain dicts of the
-bars, decisions, orders, fills and positions tables (and back, for the open orders kept in the
-run-state snapshot), and the orders row of an exit the broker triggered itself. It must not
-decide anything or do I/O: the engine calls it.
+bars, decisions, orders, fills and positions tables, and the orders row of an exit the broker
+triggered itself (an order's snapshot form is `Order.to_state`). It must not decide anything or
+do I/O: the engine calls it.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from trader.domain import Bar, Decision, Fill, FillReason, Order, Position, Side
+from trader.domain import Bar, Decision, Fill, FillReason, Order, Position
 
 # Rows built for every bar read an enum's value as `_value_`, a plain attribute: `.value` is a
 # Python-level descriptor on Enum and costs several times more.
@@ -123,28 +122,4 @@ def protective_order(run_id: str, fill: Fill, bar_start_ms: int) -> Order:
         reduce_only=True,
         leg=_LEG_BY_REASON.get(fill.reason, "exit"),
         created_ms=bar_start_ms,
-    )
-
-
-def order_state(order: Order) -> dict[str, Any]:
-    """A pending order as saved in the snapshot (the quantity exact, as text)."""
-    row = order_row(order, "submitted")
-    row["qty"] = str(order.qty)
-    return row
-
-
-def order_from_state(raw: dict[str, Any]) -> Order:
-    """Restore what `order_state` returned."""
-    return Order(
-        client_order_id=raw["client_order_id"],
-        run_id=raw["run_id"],
-        decision_id=raw["decision_id"],
-        symbol=raw["symbol"],
-        side=Side(raw["side"]),
-        qty=Decimal(raw["qty"]),
-        reduce_only=bool(raw["reduce_only"]),
-        leg=raw["leg"],
-        created_ms=int(raw["created_ms"]),
-        stop_loss=raw["stop_loss"],
-        take_profit=raw["take_profit"],
     )

@@ -12,9 +12,11 @@ exchange's decimal strings (features and tensors are float anyway).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 #: Bybit interval codes accepted by the contract, mapped to their length in milliseconds.
 INTERVAL_MS: dict[str, int] = {
@@ -141,6 +143,8 @@ class Decision:
 
     `size` is the fraction in [0, 1] of the largest position risk allows for the symbol.
     `stop_loss` and `take_profit` are absolute price levels, or None to let risk choose.
+    `default_exits` False asks risk to add no level of its own where the strategy gave none: a
+    passive benchmark (`buy_hold`) then holds until a kill, a drawdown halt or the run's end.
     `latency_us` is the strategy's own compute time for the decision (0 when it does not
     measure it); the `decisions.latency_us` column is the engine's measurement from bar
     received to decision made, which includes it.
@@ -158,6 +162,7 @@ class Decision:
     act_steps: int = 0
     model_version: str = ""
     latency_us: int = 0
+    default_exits: bool = True
 
     @staticmethod
     def hold(symbol: str, bar_start_ms: int, *, model_version: str = "") -> Decision:
@@ -185,6 +190,39 @@ class Order:
     created_ms: int
     stop_loss: float | None = None
     take_profit: float | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """The order as a JSON-able dict for a run-state snapshot (the quantity exact, as text)."""
+        return {
+            "client_order_id": self.client_order_id,
+            "run_id": self.run_id,
+            "decision_id": self.decision_id,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "qty": str(self.qty),
+            "reduce_only": self.reduce_only,
+            "leg": self.leg,
+            "created_ms": self.created_ms,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+        }
+
+    @classmethod
+    def from_state(cls, raw: Mapping[str, Any]) -> Order:
+        """Restore what `to_state` returned (other keys, as older snapshots hold, are ignored)."""
+        return cls(
+            client_order_id=raw["client_order_id"],
+            run_id=raw["run_id"],
+            decision_id=raw["decision_id"],
+            symbol=raw["symbol"],
+            side=Side(raw["side"]),
+            qty=Decimal(raw["qty"]),
+            reduce_only=bool(raw["reduce_only"]),
+            leg=raw["leg"],
+            created_ms=int(raw["created_ms"]),
+            stop_loss=raw["stop_loss"],
+            take_profit=raw["take_profit"],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,7 @@ from trader._engine_rows import (
     bar_row,
     decision_row,
     fill_row,
-    order_from_state,
     order_row,
-    order_state,
     position_row,
     protective_order,
 )
@@ -634,7 +632,7 @@ class Engine:
             "rewards": self._rewards.state_dict(),
             "risk": self._risk.state_dict(),
             "strategy": self._strategy.state_dict(),
-            "open_orders": [order_state(order) for order in self._open_orders.values()],
+            "open_orders": [order.to_state() for order in self._open_orders.values()],
             "flatten_owed": self._flatten_owed,
         }
 
@@ -649,7 +647,7 @@ class Engine:
         self._risk.load_state_dict(state["risk"])
         self._strategy.load_state_dict(state["strategy"])
         self._open_orders = {
-            raw["client_order_id"]: order_from_state(raw) for raw in state["open_orders"]
+            raw["client_order_id"]: Order.from_state(raw) for raw in state["open_orders"]
         }
         # Snapshots from before the kill switch have no owed flatten.
         self._flatten_owed = bool(state.get("flatten_owed", False))

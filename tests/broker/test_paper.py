@@ -483,3 +483,26 @@ def test_constructor_rejects_costs_when_negative() -> None:
         PaperBroker(
             run_id=RUN, taker_fee=Decimal(0), slippage_bps=Decimal(-1), instruments=InstrumentBook()
         )
+
+
+def test_order_state_round_trips_exactly_and_reads_older_snapshots() -> None:
+    """An order's snapshot form keeps the quantity exact (text) and survives JSON; the engine's
+    snapshots of earlier versions held the orders row's keys as well, which are ignored."""
+    order = Order(
+        client_order_id="c1",
+        run_id="r",
+        decision_id="r:BTCUSDT:0",
+        symbol="BTCUSDT",
+        side=Side.SELL,
+        qty=Decimal("0.123456789"),
+        reduce_only=False,
+        leg="open",
+        created_ms=7,
+        stop_loss=50_100.5,
+        take_profit=None,
+    )
+    saved = json.loads(json.dumps(order.to_state()))
+    assert saved["qty"] == "0.123456789"
+    assert Order.from_state(saved) == order
+    older = {**saved, "id": "c1", "status": "submitted", "reject_reason": None}
+    assert Order.from_state(older) == order

@@ -24,7 +24,6 @@ fee but no bar to clamp into.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -296,7 +295,7 @@ class PaperBroker:
         """JSON-able broker state: pending orders, positions, levels, recent ids, fallbacks."""
         return {
             "version": _STATE_VERSION,
-            "pending": [_order_to_dict(order) for order in self.pending_orders()],
+            "pending": [order.to_state() for order in self.pending_orders()],
             "holdings": {
                 symbol: {
                     "qty": str(holding.qty),
@@ -319,7 +318,7 @@ class PaperBroker:
             raise ValueError(f"paper broker state version {state.get('version')!r} unsupported")
         self._pending = {}
         for row in state["pending"]:
-            order = _order_from_dict(row)
+            order = Order.from_state(row)
             self._pending.setdefault(order.symbol, []).append(order)
         self._holdings = {
             symbol: _Holding(
@@ -349,35 +348,3 @@ def _apply(holding: _Holding, delta: Decimal, order: Order | None) -> None:
     elif order is not None and (old == 0 or (old > 0) != (new > 0) or abs(new) > abs(old)):
         holding.stop_loss = order.stop_loss
         holding.take_profit = order.take_profit
-
-
-def _order_to_dict(order: Order) -> dict[str, Any]:
-    return {
-        "client_order_id": order.client_order_id,
-        "run_id": order.run_id,
-        "decision_id": order.decision_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "qty": str(order.qty),
-        "reduce_only": order.reduce_only,
-        "leg": order.leg,
-        "created_ms": order.created_ms,
-        "stop_loss": order.stop_loss,
-        "take_profit": order.take_profit,
-    }
-
-
-def _order_from_dict(row: Mapping[str, Any]) -> Order:
-    return Order(
-        client_order_id=row["client_order_id"],
-        run_id=row["run_id"],
-        decision_id=row["decision_id"],
-        symbol=row["symbol"],
-        side=Side(row["side"]),
-        qty=Decimal(row["qty"]),
-        reduce_only=bool(row["reduce_only"]),
-        leg=row["leg"],
-        created_ms=int(row["created_ms"]),
-        stop_loss=row["stop_loss"],
-        take_profit=row["take_profit"],
-    )
