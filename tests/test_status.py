@@ -8,6 +8,8 @@ _CLOSE_MS = 1_750_000_200_000 + 300_000
 
 
 def test_feed_health_by_the_age_of_the_newest_bar() -> None:
+    """No bars yet, ok while the newest bar closed within two intervals, stale (with a hint to
+    check the daemon) once it is older."""
     last = {"BTCUSDT": 1_750_000_200_000, "ETHUSDT": 1_750_000_200_000 - 300_000}
     assert _feed_health({}, "5", _CLOSE_MS) == "no bars yet"
     assert _feed_health(last, "5", _CLOSE_MS + 12_000) == "ok: the newest bar closed 12 s ago"
@@ -16,6 +18,8 @@ def test_feed_health_by_the_age_of_the_newest_bar() -> None:
 
 
 def test_text_shows_state_reason_positions_and_the_latest_commands() -> None:
+    """The text shows the state with its reason, drawdown as a percentage, positions sorted by
+    symbol and the latest control command; the JSON keeps the positions as given."""
     report = StatusReport(
         run_id="paper-1",
         state="HALTED",

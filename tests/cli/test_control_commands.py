@@ -46,6 +46,7 @@ def test_kill_and_resume_are_stored_for_the_daemon_on_a_fresh_and_an_existing_da
 
 
 def test_status_without_a_paper_run_is_one_line_and_status_2(tmp_path: Path) -> None:
+    """On a database with no paper run, `status` prints one error line and exits 2."""
     result = trader("status", workdir=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

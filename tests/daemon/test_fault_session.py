@@ -120,6 +120,8 @@ class _Session:
 
 
 async def test_session_survives_24_faults_and_replays_identically(tmp_path: Path) -> None:
+    """Twice through every kind of fault: the daemon keeps running, stores every bar once with the
+    fake's values and a decision each, and its recording replays to the same decisions and fills."""
     db = DaemonDb(tmp_path / "trader.db")
     recording = tmp_path / "recording"
     stop = asyncio.Event()

@@ -21,6 +21,8 @@ _STOP_S = 10.0  # the contract: exit 0 within 10 s of SIGTERM
 async def test_daemon_notifies_ready_after_subscribing_then_watchdog_status_stopping(
     tmp_path: Path,
 ) -> None:
+    """READY comes once, after the subscription; then watchdog pings and a trading STATUS; on
+    SIGTERM, STOPPING and exit 0 within 10 s."""
     with notify_socket(tmp_path) as (sock, notify_path):
         async with FakeBybit(BTC, start_ms=BTC[HISTORY].start_ms) as fake:
             process = await start_daemon_process(

@@ -37,6 +37,8 @@ async def _session(
 
 
 async def test_restart_continues_the_same_paper_run_after_its_last_bar(tmp_path: Path) -> None:
+    """A restart resumes the same run, fetches the bars closed while it was down over REST, and
+    leaves a decision for every bar."""
     db = DaemonDb(tmp_path / "trader.db")
     async with FakeBybit(BTC, start_ms=BTC[HISTORY].start_ms) as fake:
         settings = daemon_settings(fake, db.path, "BTCUSDT")
@@ -52,6 +54,8 @@ async def test_restart_continues_the_same_paper_run_after_its_last_bar(tmp_path:
 async def test_changed_strategy_is_refused_until_new_run_starts_a_new_account(
     tmp_path: Path,
 ) -> None:
+    """Changed strategy settings are refused with a hint at `--new-run`; with it a new run starts
+    and the old one is ended."""
     db = DaemonDb(tmp_path / "trader.db")
     async with FakeBybit(BTC, start_ms=BTC[HISTORY].start_ms) as fake:
         first = await _session(fake, db, daemon_settings(fake, db.path, "BTCUSDT"))

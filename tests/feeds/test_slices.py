@@ -26,6 +26,7 @@ def _assembler(last: int = -1) -> SliceAssembler:
 
 
 def test_slice_released_only_when_every_symbol_arrived_sorted_by_symbol() -> None:
+    """A slice waits until every symbol's bar has arrived, then comes out sorted by symbol."""
     assembler = _assembler()
     assert assembler.add(_bar("ETH", 0))
     assert assembler.ready() == []
@@ -35,6 +36,8 @@ def test_slice_released_only_when_every_symbol_arrived_sorted_by_symbol() -> Non
 
 
 def test_repeats_and_bars_at_or_before_the_last_slice_are_refused_and_counted() -> None:
+    """Bars at or before the last released slice and repeats of a held bar are refused and
+    counted; only the new bar is held."""
     assembler = _assembler(last=3)
     assert not assembler.add(_bar("BTC", 3))
     assert not assembler.add(_bar("BTC", 1))
@@ -59,6 +62,8 @@ def test_repeats_and_bars_at_or_before_the_last_slice_are_refused_and_counted() 
 def test_overdue_when_a_confirm_cannot_come_anymore(
     bars: list[tuple[str, int]], now_offset_ms: int | None, overdue: bool
 ) -> None:
+    """A held slice is overdue once its grace has passed by exchange time, a later bar or a
+    skipped start shows a confirm is lost; never when complete or nothing is held."""
     assembler = _assembler(last=3)
     for symbol, index in bars:
         assembler.add(_bar(symbol, index))
@@ -68,6 +73,8 @@ def test_overdue_when_a_confirm_cannot_come_anymore(
 
 
 def test_rest_gap_fill_goes_before_the_later_bars_held() -> None:
+    """A REST bar that fills the gap completes the older slice, which comes out before the later
+    slice already held."""
     assembler = _assembler(last=3)
     for bar in (_bar("BTC", 5), _bar("ETH", 5), _bar("ETH", 4)):
         assembler.add(bar)
@@ -77,6 +84,8 @@ def test_rest_gap_fill_goes_before_the_later_bars_held() -> None:
 
 
 def test_settle_releases_incomplete_slices_rest_could_not_fill() -> None:
+    """Settling releases held slices up to a start even if incomplete, moves past a start with no
+    bar at all, and leaves later complete slices ready."""
     assembler = _assembler(last=3)
     assembler.add(_bar("BTC", 4))
     assembler.add(_bar("BTC", 6))
@@ -89,6 +98,7 @@ def test_settle_releases_incomplete_slices_rest_could_not_fill() -> None:
 
 
 def test_unknown_symbol_is_a_wiring_error() -> None:
+    """A bar for a symbol not assembled here, or a negative grace, raises ValueError."""
     with pytest.raises(ValueError, match="not assembled here"):
         _assembler().add(_bar("SOL", 0))
     with pytest.raises(ValueError, match="grace_ms"):

@@ -14,6 +14,8 @@ from trader.persistence.migrate import ensure_schema
 
 
 async def test_pending_commands_in_order_until_applied(db_url: str) -> None:
+    """Commands come back pending in the order stored, with reason, source and flatten, until
+    marked applied; recent lists the newest first with its applied time."""
     engine = make_engine(db_url)
     try:
         await ensure_schema(engine)
@@ -35,6 +37,8 @@ async def test_pending_commands_in_order_until_applied(db_url: str) -> None:
 
 
 async def test_fast_path_rows_read_back_like_the_general_path(tmp_path: Path) -> None:
+    """A fast-path row follows the general path's id and reads back the same through SQLAlchemy;
+    a missing file, an in-memory database or PostgreSQL gives None."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'trader.db'}"
     assert request_fast(url, "kill", "x", source="cli", flatten=True, busy_timeout_ms=100) is None
     engine = make_engine(url)

@@ -53,6 +53,7 @@ async def test_wal_is_checkpointed_after_every_n_transactions_not_by_commits(
 async def test_a_failed_checkpoint_is_logged_and_the_writer_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A checkpoint that raises is logged once, and later transactions still run."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     transactor = SqliteThreadTransactor(engine, busy_timeout_ms=1_000)
     logged: list[str] = []
