@@ -329,7 +329,7 @@ class RiskLayer:
         self, decision: Decision, side: Side, qty: Decimal, market: SymbolMarket | None
     ) -> OrderIntent:
         stop_loss, take_profit = decision.stop_loss, decision.take_profit
-        if market is not None:
+        if market is not None and decision.default_exits:
             stop_loss, take_profit = default_protection(
                 side=side,
                 price=market.close,

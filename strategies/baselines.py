@@ -77,7 +77,12 @@ class EmaCross:
 
 
 class BuyAndHold:
-    """Buys a full-size long on each symbol's first ready bar and holds it forever."""
+    """Buys a full-size long on each symbol's first ready bar and holds it forever.
+
+    The passive benchmark: its entry asks risk for no default stop-loss or take-profit
+    (`Decision.default_exits`), so it stays long until a kill, a drawdown halt or the run's end,
+    and never re-enters after one (sizing and every limit still apply).
+    """
 
     name = "buy_hold"
     model_version = "buy_hold"
@@ -103,6 +108,7 @@ class BuyAndHold:
                     confidence=1.0,
                     decision_type=DecisionType.TACTICAL,
                     model_version=self.model_version,
+                    default_exits=False,
                 )
             )
         return decisions

@@ -170,7 +170,8 @@ def markdown(
         ),
         "",
         "Passive price change over the held-out bars (the `buy_hold` row is the engine's: one "
-        "full-size entry with the risk layer's ATR stop, never re-entered once stopped out):",
+        "full-size long on the first ready bar, volatility-sized and capped by the risk layer, "
+        "held without a stop-loss or take-profit to the end unless a drawdown halt closes it):",
         "",
         " | ".join(f"{name} {_pct(info['market_return'])}" for name, info in report.splits.items()),
         "",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from risk.state import TradingState
-from strategies.base import Strategy, SymbolContext
 from strategies.baselines import BuyAndHold
 from tests.support.candles import load_candles
 from tests.support.engine_harness import (
@@ -20,7 +17,7 @@ from tests.support.engine_harness import (
     settings_for,
     slices,
 )
-from trader.domain import Action, Bar, Decision
+from trader.domain import Bar
 from trader.pipeline import build_engine
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -99,12 +96,12 @@ async def test_nothing_up_to_t_changes_when_later_bars_are_perturbed(
     equity = [r for r in base.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
     assert equity == [r for r in other.rows("equity") if r["ts_ms"] <= btc[t].close_ms]
     # The perturbation did reach the engine: later bars differ, and equity exactly when the
-    # run held a position after t (buy_hold's default ATR stop closes it early, for good).
+    # run held a position after t (noop never trades; every other strategy is in by then).
     assert base.rows("bars") != other.rows("bars")
     positioned = any(
         r["gross_exposure_usdt"] > 0 for r in base.rows("equity") if r["ts_ms"] > btc[t].close_ms
     )
-    assert positioned is (strategy in ("ema_cross", "random"))
+    assert positioned is (strategy != "noop")
     assert (base.rows("equity") != other.rows("equity")) is positioned
 
 
@@ -192,36 +189,6 @@ async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar])
     assert any(r["raw_reward"] != 0 for r in rewards)
 
 
-class _NoStops:
-    """A strategy whose opening decisions carry protective levels no bar reaches.
-
-    Risk fills in an ATR stop-loss and take-profit only where a strategy gives none; these
-    levels keep a buy-and-hold position open for the whole run.
-    """
-
-    def __init__(self, inner: Strategy) -> None:
-        self._inner = inner
-        self.name = inner.name
-        self.model_version = inner.model_version
-
-    def decide(self, contexts: Sequence[SymbolContext]) -> list[Decision]:
-        """The inner strategy's decisions, with far-away levels on the opening ones."""
-        return [
-            decision
-            if decision.action is Action.HOLD
-            else dataclasses.replace(decision, stop_loss=1e-6, take_profit=1e12)
-            for decision in self._inner.decide(contexts)
-        ]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The inner strategy's state."""
-        return self._inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the inner strategy's state."""
-        self._inner.load_state_dict(state)
-
-
 def _jump(bar: Bar, factor: float) -> Bar:
     """The bar with its close (and high/low as needed) moved by `factor`, still valid."""
     close = bar.close * factor
@@ -233,13 +200,13 @@ async def test_peak_moves_once_per_slice_when_symbols_close_together(
 ) -> None:
     """The peak is the running max of slice-end equity: never set from a half-marked account
     (BTC's new close with ETH's old one) when BTC jumps and ETH falls in the same bar."""
-    k = 1_000  # both long by then (buy_hold enters on the first ready bar, stops out never)
+    k = 1_000  # both long by then (buy_hold enters on the first ready bar and never exits)
     btc_moved = [*btc[:k], _jump(btc[k], 1.03), *btc[k + 1 :]]
     eth_moved = [*eth[:k], _jump(eth[k], 0.95), *eth[k + 1 :]]
     # Both positions fit under the gross and correlated exposure caps (2x and 1x equity).
     settings = settings_for("buy_hold", risk={"max_position_notional_usdt": 5_000})
     sink = ListSink()
-    engine = build_engine(settings, run_id="t", sink=sink, strategy=_NoStops(BuyAndHold()))
+    engine = build_engine(settings, run_id="t", sink=sink, strategy=BuyAndHold())
     await run_engine(settings, slices(btc_moved + eth_moved), engine=engine, sink=sink)
     assert all(engine.portfolio.position(s).qty > 0 for s in ("BTCUSDT", "ETHUSDT"))
     peak = 10_000.0
@@ -264,3 +231,17 @@ async def test_unlisted_symbol_keeps_its_instrument_when_engine_is_restored(
     assert restored._instruments.get("FOOUSDT", btc[0].close / 10) == engine._instruments.get(
         "FOOUSDT", btc[0].close
     )
+
+
+async def test_buy_hold_stays_long_to_the_end_without_protective_orders(btc: list[Bar]) -> None:
+    """The passive benchmark: one entry, no stop-loss or take-profit order, still long at the end
+    (the risk layer's default ATR exits used to close it within a few bars, for good)."""
+    engine, sink = await run_engine(settings_for("buy_hold"), slices(btc))
+    orders = sink.rows("orders")  # one row per status change, upserted by id
+    assert {(row["id"], row["side"], row["leg"]) for row in orders} == {
+        (orders[0]["id"], "buy", "open")
+    }
+    assert orders[-1]["status"] == "filled"
+    assert (orders[-1]["stop_loss"], orders[-1]["take_profit"]) == (None, None)
+    assert len(sink.rows("fills")) == 1
+    assert engine.portfolio.position("BTCUSDT").qty > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from decimal import Decimal
@@ -74,6 +75,22 @@ def test_opening_gets_atr_stops_when_strategy_gives_none() -> None:
         decision(Action.BUY_LONG, stop_loss=49_000.0, take_profit=55_000.0), context=context(now_ms)
     )
     assert (given.approved[0].stop_loss, given.approved[0].take_profit) == (49_000.0, 55_000.0)
+
+
+def test_opening_gets_only_strategy_levels_when_it_declines_default_exits() -> None:
+    """`default_exits=False` (buy_hold): no ATR level is added, a level the strategy gave stays,
+    and the size is the same volatility-targeted one."""
+    layer, now_ms = flat_layer()
+    bare = dataclasses.replace(decision(Action.BUY_LONG), default_exits=False)
+    (intent,) = layer.review(bare, context=context(now_ms)).approved
+    assert (intent.stop_loss, intent.take_profit) == (None, None)
+    layer, now_ms = flat_layer()
+    (protected,) = layer.review(decision(Action.BUY_LONG), context=context(now_ms)).approved
+    assert intent.qty == protected.qty
+    stop_only = dataclasses.replace(bare, stop_loss=49_000.0)
+    layer, now_ms = flat_layer()
+    (kept,) = layer.review(stop_only, context=context(now_ms)).approved
+    assert (kept.stop_loss, kept.take_profit) == (49_000.0, None)
 
 
 @pytest.mark.parametrize(
