@@ -1,10 +1,10 @@
 """Candle files as whole in-memory series for `trader train` and `trader evaluate`.
 
 Owns reading each candle file once through the replay's own candle parser, naming the series
-(`BTCUSDT_5m`), splitting it by time (`strategies.hrm.data.SeriesSplit`: the last 30% held out),
-the bar a held-out replay starts from so that the features become ready exactly on the first
-held-out bar, the `[features]` settings as training windows and schema hash, and turning the
-development part into `TrainingSeries`. It must not train, replay or write anything.
+(`BTCUSDT_5m`), splitting it by time (`strategies.training.data.SeriesSplit`: the last 30% held
+out), the bar a held-out replay starts from so that the features become ready exactly on the
+first held-out bar, the `[features]` settings as training windows and schema hash, and turning
+the development part into `TrainingSeries`. It must not train, replay or write anything.
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strategies.hrm.checkpoint import TrainingWindow
-from strategies.hrm.data import SeriesSplit, TrainingSeries, WindowSettings, build_training_series
-from strategies.hrm.targets import TargetSettings
+from strategies.training.data import (
+    SeriesSplit,
+    TrainingSeries,
+    WindowSettings,
+    build_training_series,
+)
+from strategies.training.targets import TargetSettings
 from trader.config import FeatureSettings
 from trader.domain import Bar
 from trader.errors import ConfigError

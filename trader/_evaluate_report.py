@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.hrm.data import HELDOUT_FRACTION
+from strategies.training.data import HELDOUT_FRACTION
 from trader._evaluate_metrics import Calibration
 from trader._evaluate_plots import act_png, equity_png, reliability_png, sharpe_png
 from trader._evaluate_replay import JobResult

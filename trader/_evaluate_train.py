@@ -20,11 +20,11 @@ import torch
 
 from strategies.hicra import HicraWeights
 from strategies.hrm.checkpoint import ModelKind, save_checkpoint
-from strategies.hrm.episodes import PaperCosts
-from strategies.hrm.recipe import RecipeSettings, train_checkpoint
-from strategies.hrm.rl import RLConfig
-from strategies.hrm.targets import TargetSettings
-from strategies.hrm.train import TrainConfig
+from strategies.training.episodes import PaperCosts
+from strategies.training.recipe import RecipeSettings, train_checkpoint
+from strategies.training.rl import RLConfig
+from strategies.training.targets import TargetSettings
+from strategies.training.train import TrainConfig
 from trader._evaluate_data import (
     load_series,
     schema_hash_of,

@@ -2,10 +2,10 @@
 
 Owns building the `hrm` and `flat` strategies: from a checkpoint when one is given or shipped
 (`checkpoint.DEFAULT_CHECKPOINTS`), else from a seeded untrained model marked as such. Modules,
-in dependency order: `layers` (blocks), `model` (HRM), `flat` (baseline), `losses` (training
-losses), `checkpoint` (files), `inputs` (checks and batching), `policy` (outputs to decisions),
-`strategy` (streaming). It must not read configuration files or the environment: the caller
-passes validated settings.
+in dependency order: `layers` (blocks), `model` (HRM), `flat` (baseline), `checkpoint` (files),
+`inputs` (checks and batching), `policy` (outputs to decisions), `strategy` (streaming); their
+training is `strategies.training`. It must not read configuration files or the environment: the
+caller passes validated settings.
 """
 
 from __future__ import annotations

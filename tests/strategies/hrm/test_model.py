@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from strategies.hrm.flat import FlatConfig, FlatTransformer
 from strategies.hrm.heads import CONFIDENCE, SCALAR_HEADS, FeatureBatch, HRMOutputs
-from strategies.hrm.losses import HRMTargets, LossWeights, rollout_loss
 from strategies.hrm.model import HRM, HRMConfig, count_parameters
+from strategies.training.losses import HRMTargets, LossWeights, rollout_loss
 
 TINY = HRMConfig.preset("tiny")
 

@@ -18,8 +18,8 @@ import torch
 
 from strategies.hrm.heads import FeatureBatch
 from strategies.hrm.layers import instrument_bucket, timeframe_index
-from strategies.hrm.losses import HRMTargets
-from strategies.hrm.targets import SeriesTargets, TargetSettings, build_targets
+from strategies.training.losses import HRMTargets
+from strategies.training.targets import SeriesTargets, TargetSettings, build_targets
 from trader.domain import Bar
 from trader.features.dataset import build_feature_matrix
 from trader.features.schema import ACCOUNT_FEATURES, FEATURE_INDEX

@@ -30,10 +30,10 @@ from torch import Tensor
 from strategies.base import AccountState
 from strategies.hicra import HicraWeights, weight_for
 from strategies.hrm.checkpoint import StreamModel
-from strategies.hrm.data import TrainingSeries, WindowSettings, scaled_windows
 from strategies.hrm.heads import ACTIONS, FeatureBatch, HRMOutputs
 from strategies.hrm.layers import instrument_bucket, timeframe_index
 from strategies.hrm.policy import DecisionContext, SymbolOutputs
+from strategies.training.data import TrainingSeries, WindowSettings, scaled_windows
 from trader.domain import INTERVAL_MS, Action, Bar, Decision
 from trader.features.schema import ACCOUNT_FEATURES
 

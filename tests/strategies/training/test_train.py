@@ -19,15 +19,20 @@ from strategies.hrm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from strategies.hrm.data import SeriesSplit, TrainingSeries, WindowSettings, build_training_series
-from strategies.hrm.episodes import PaperCosts, stream_pass
 from strategies.hrm.heads import ACTIONS, SIZE, VALUE
 from strategies.hrm.model import HRM, HRMConfig
-from strategies.hrm.recipe import RecipeSettings, train_checkpoint
-from strategies.hrm.rl import RLConfig, fine_tune_policy
 from strategies.hrm.strategy import symbol_outputs
-from strategies.hrm.targets import TargetSettings, build_targets
-from strategies.hrm.train import TrainConfig, curriculum, train_model
+from strategies.training.data import (
+    SeriesSplit,
+    TrainingSeries,
+    WindowSettings,
+    build_training_series,
+)
+from strategies.training.episodes import PaperCosts, stream_pass
+from strategies.training.recipe import RecipeSettings, train_checkpoint
+from strategies.training.rl import RLConfig, fine_tune_policy
+from strategies.training.targets import TargetSettings, build_targets
+from strategies.training.train import TrainConfig, curriculum, train_model
 from tests.support.candles import random_walk_bars
 from trader.domain import Bar
 from trader.errors import ConfigError

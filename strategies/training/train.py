@@ -24,17 +24,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import Tensor
 
 from strategies.hrm.checkpoint import ModelKind, StreamModel, build_model
-from strategies.hrm.data import (
+from strategies.hrm.flat import FlatConfig, FlatTransformer
+from strategies.hrm.heads import FeatureBatch, HRMOutputs
+from strategies.hrm.model import HRM, HRMConfig, Preset, Rollout
+from strategies.training.data import (
     BatchOptions,
     TrainingSeries,
     WindowSettings,
     draw_sample,
     make_batches,
 )
-from strategies.hrm.flat import FlatConfig, FlatTransformer
-from strategies.hrm.heads import FeatureBatch, HRMOutputs
-from strategies.hrm.losses import HRMTargets, LossWeights, log_cosh, rollout_loss
-from strategies.hrm.model import HRM, HRMConfig, Preset, Rollout
+from strategies.training.losses import HRMTargets, LossWeights, log_cosh, rollout_loss
 
 
 @dataclass(frozen=True, slots=True)

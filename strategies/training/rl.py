@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from strategies.hicra import HicraWeights
 from strategies.hrm.checkpoint import StreamModel
-from strategies.hrm.episodes import (
+from strategies.hrm.heads import ACTIONS, SIZE, VALUE
+from strategies.hrm.policy import DecisionContext, PolicySettings, SymbolOutputs, to_decision
+from strategies.training.episodes import (
     OutputTable,
     PaperBook,
     PaperCosts,
@@ -38,8 +40,6 @@ from strategies.hrm.episodes import (
     score_decisions,
     shaped,
 )
-from strategies.hrm.heads import ACTIONS, SIZE, VALUE
-from strategies.hrm.policy import DecisionContext, PolicySettings, SymbolOutputs, to_decision
 from trader.domain import Decision
 
 #: Grid of the rule calibration: return head (bars), entry fee multiple, confidence floor (0

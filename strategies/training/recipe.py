@@ -24,11 +24,11 @@ from strategies.hrm.checkpoint import (
     code_version,
     model_version_of,
 )
-from strategies.hrm.data import TrainingSeries, WindowSettings
-from strategies.hrm.episodes import PaperCosts, stream_pass
 from strategies.hrm.policy import PolicySettings
-from strategies.hrm.rl import RLConfig, calibrate_rule, fine_tune_policy, score_policy
-from strategies.hrm.train import TrainConfig, train_model
+from strategies.training.data import TrainingSeries, WindowSettings
+from strategies.training.episodes import PaperCosts, stream_pass
+from strategies.training.rl import RLConfig, calibrate_rule, fine_tune_policy, score_policy
+from strategies.training.train import TrainConfig, train_model
 
 _log = structlog.get_logger(__name__)
 
