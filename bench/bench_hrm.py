@@ -17,7 +17,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import resource
@@ -25,7 +24,6 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +35,7 @@ from strategies.hrm.flat import FlatTransformer
 from strategies.hrm.heads import ACTIONS, CONFIDENCE, FeatureBatch
 from strategies.hrm.layers import instrument_bucket, timeframe_index
 from strategies.hrm.model import HRM, HRMCarry, count_parameters
-from strategies.hrm.strategy import HRMStrategy
+from strategies.hrm.strategy import HRMStrategy, autocast_for
 from tests.support.candles import load_candles
 from trader.domain import Bar
 from trader.features.buffer import FeatureBuffer
@@ -111,7 +109,7 @@ def _model_latency(
         )
 
     def step(strategic: bool) -> torch.Tensor:
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), autocast_for(device):
             result = model.infer(carry["c"], batch(strategic))
         carry["c"] = HRMCarry(result.carry.z_strategic.float(), result.carry.z_tactical.float())
         return result.act_steps
@@ -163,13 +161,6 @@ def _decide_latency(
 
 def _renamed(bar: Bar, symbol: str) -> Bar:
     return dataclasses.replace(bar, symbol=symbol)
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    # As `HRMStrategy` runs the model: bfloat16 autocast on CUDA, nothing on the CPU.
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _worker(args: argparse.Namespace) -> dict[str, object]:

@@ -52,15 +52,6 @@ from _pipeline import DEFAULT_DATA, load_bars, run_child, timed_run
 #: default 782-bar feature warm-up) and model calls.
 WARMUP_BARS = 1_200
 WARMUP_CALLS = 400
-ACCOUNT_FIELDS = (
-    "equity",
-    "position_qty",
-    "position_notional",
-    "avg_price",
-    "unrealized_pnl",
-    "drawdown",
-    "bars_in_position",
-)
 
 
 def _settings() -> Any:
@@ -86,7 +77,7 @@ def _recording(strategy: Any, calls: list[dict[str, Any]]) -> Callable[[Any], An
                 calls.append(
                     {
                         "start_ms": context.bar.start_ms,
-                        "account": [float(getattr(context.account, f)) for f in ACCOUNT_FIELDS],
+                        "account": [float(v) for v in dataclasses.astuple(context.account)],
                         "act_steps": decision.act_steps,
                         "strategic": decision.strategic,
                     }
@@ -189,13 +180,12 @@ def _prepare(bars: Sequence[Any], strategy: Any, recorded: Any) -> list[Any]:
             instrument_buckets=model.config.instrument_buckets,
             device=strategy.device,
         )
-        # Identical small tensors of every call are shared, again only to keep RSS the model's.
-        for name in ("instrument", "timeframe", "strategic_rows"):
-            value = getattr(batch, name)
-            if value is not None:
-                value = shared.setdefault(name, value)
-                assert torch.equal(value, getattr(batch, name))
-                batch = dataclasses.replace(batch, **{name: value})
+        # The strategic-row index of every strategic call is one shared tensor, again only to keep
+        # RSS the model's (`stack_batch` already shares the instrument and timeframe tensors).
+        if batch.strategic_rows is not None:
+            rows_index = shared.setdefault("strategic_rows", batch.strategic_rows)
+            assert torch.equal(rows_index, batch.strategic_rows)
+            batch = dataclasses.replace(batch, strategic_rows=rows_index)
         batches.append(
             dataclasses.replace(
                 batch,
@@ -213,14 +203,14 @@ def _forward(strategy: Any, batches: Sequence[Any]) -> tuple[float, list[Any], A
     import torch
 
     from strategies.hrm.model import HRMCarry
+    from strategies.hrm.strategy import autocast_for
 
     model = strategy.model
-    autocast = strategy._autocast  # the strategy's own choice (a no-op on CPU)
     carry = model.initial_carry(1)
     steps = []
     started = time.perf_counter()
     for batch in batches:
-        with torch.inference_mode(), autocast():
+        with torch.inference_mode(), autocast_for(strategy.device):
             result = model.infer(carry, batch)
         # As the strategy stores it between bars (float32; the stack of one row is a copy).
         carry = HRMCarry(result.carry.z_strategic.float(), result.carry.z_tactical.float())

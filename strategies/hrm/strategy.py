@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import math
 import time
@@ -50,6 +51,7 @@ STATE_FORMAT = 1
 _log = structlog.get_logger(__name__)
 
 
+@functools.cache
 def strategic_phase(symbol: str, strategic_every: int) -> int:
     """The stable offset of a symbol in the strategic schedule, in [0, strategic_every)."""
     digest = hashlib.blake2b(symbol.encode("utf-8"), digest_size=8, person=b"hrm-phase").digest()
@@ -57,7 +59,8 @@ def strategic_phase(symbol: str, strategic_every: int) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; `cpu` and `cuda` are taken as given."""
+    """`auto` is CUDA when available, else CPU; `cpu` as given, `cuda` pinned to the current
+    device's index."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
@@ -67,6 +70,13 @@ def resolve_device(device: str) -> torch.device:
         # the GPU the model is on, whatever the current device is later.
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(device)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """How the model runs on `device`: bfloat16 autocast on CUDA, as it is on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,27 +141,6 @@ def row_outputs(
     )
 
 
-def symbol_outputs(
-    out: HRMOutputs,
-    j: int,
-    *,
-    atr_relative: float,
-    horizons: tuple[int, ...],
-    horizon_bars: int,
-) -> SymbolOutputs:
-    """Row j of the outputs as floats, the return of `horizon_bars` converted from ATR units."""
-    table, starts = output_table(out)
-    return row_outputs(
-        table,
-        table[j].tolist(),
-        j,
-        starts,
-        atr_relative=atr_relative,
-        horizons=horizons,
-        horizon_bars=horizon_bars,
-    )
-
-
 @dataclass(slots=True)
 class SymbolCarry:
     """One symbol's recurrent state and counters (persisted with the run)."""
@@ -200,8 +189,6 @@ class HRMStrategy:
         self.halted_reason: str | None = None
         self._hierarchical = not self.model.needs_strategic_every_bar
         self._carry: dict[str, SymbolCarry] = {}
-        # strategic_phase per (symbol, strategic_every): a hash, worth caching per bar.
-        self._phases: dict[tuple[str, int], int] = {}
         self._on_outputs = on_outputs
 
     # -- deciding ---------------------------------------------------------------------------
@@ -235,11 +222,8 @@ class HRMStrategy:
             return True
         bar = context.bar
         every = self.strategic_every
-        phase = self._phases.get((bar.symbol, every))
-        if phase is None:
-            phase = self._phases[(bar.symbol, every)] = strategic_phase(bar.symbol, every)
         bar_index = bar.start_ms // INTERVAL_MS[bar.interval]
-        return (bar_index + phase) % every == 0
+        return (bar_index + strategic_phase(bar.symbol, every)) % every == 0
 
     def _checked_rows(
         self, contexts: Sequence[SymbolContext]
@@ -290,7 +274,7 @@ class HRMStrategy:
             torch.stack([c.z_strategic for c in carries]),  # (B, P_H, D_H)
             torch.stack([c.z_tactical for c in carries]),  # (B, P_L, D_L)
         )
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast_for(self.device):
             result = self.model.infer(carry, batch)
             table, starts = output_table(result.outputs)  # (B, C) on the CPU
         values = table.tolist()
@@ -303,6 +287,7 @@ class HRMStrategy:
         steps = result.act_steps.tolist()
         decided: dict[int, Decision] = {}
         updated: dict[str, SymbolCarry] = {}
+        read: list[SymbolOutputs] = []  # each row's outputs, for `on_outputs`
         for j, ((i, inputs, due), context) in enumerate(zip(rows, picked, strict=True)):
             strategic = due and self._hierarchical
             before = carries[j]
@@ -313,16 +298,18 @@ class HRMStrategy:
                 strategic_updates=before.strategic_updates + int(strategic),
                 last_strategic_ms=context.bar.start_ms if strategic else before.last_strategic_ms,
             )
+            outputs = row_outputs(
+                table,
+                values[j],
+                j,
+                starts,
+                atr_relative=inputs.atr_relative,
+                horizons=self.model.config.horizons,
+                horizon_bars=self.policy.horizon_bars,
+            )
+            read.append(outputs)
             decided[i] = to_decision(
-                row_outputs(
-                    table,
-                    values[j],
-                    j,
-                    starts,
-                    atr_relative=inputs.atr_relative,
-                    horizons=self.model.config.horizons,
-                    horizon_bars=self.policy.horizon_bars,
-                ),
+                outputs,
                 DecisionContext(
                     bar=context.bar,
                     account=context.account,
@@ -336,30 +323,33 @@ class HRMStrategy:
             )
         self._carry.update(updated)  # only once every row has decided: a failure changes nothing
         if self._on_outputs is not None:
-            self._on_outputs(self._records(table, values, starts, rows, picked, steps))
+            self._on_outputs(self._records(values, starts, read, rows, picked, steps))
         return decided
 
     def _records(
         self,
-        table: Tensor,
         values: list[list[float]],
         starts: dict[str, int],
+        read: list[SymbolOutputs],
         rows: list[tuple[int, SymbolInputs, bool]],
         picked: list[SymbolContext],
         steps: list[int],
     ) -> list[OutputRecord]:
-        direction = starts["direction_logit"]
+        """One record per row; the return is the next-bar head's (whatever horizon decides)."""
+        next_return = starts["next_return"]
         return [
             OutputRecord(
                 symbol=context.bar.symbol,
                 bar_start_ms=context.bar.start_ms,
-                expected_return=values[j][starts["next_return"]] * inputs.atr_relative,
-                up_probability=float(torch.sigmoid(table[j, direction])),
-                confidence=values[j][starts["confidence"]],
+                expected_return=values[j][next_return] * inputs.atr_relative,
+                up_probability=outputs.up_probability,
+                confidence=outputs.confidence,
                 act_steps=int(steps[j]),
                 strategic=due and self._hierarchical,
             )
-            for j, ((_, inputs, due), context) in enumerate(zip(rows, picked, strict=True))
+            for j, ((_, inputs, due), context, outputs) in enumerate(
+                zip(rows, picked, read, strict=True)
+            )
         ]
 
     def _carry_of(self, symbol: str) -> SymbolCarry:
@@ -371,11 +361,6 @@ class HRMStrategy:
                 fresh.z_tactical[0].to(self.device, torch.float32),
             )
         return carry
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # -- state ------------------------------------------------------------------------------
 

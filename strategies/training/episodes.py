@@ -55,7 +55,7 @@ class OutputTable:
 
     @staticmethod
     def of(outputs: HRMOutputs) -> OutputTable:
-        """The table of some outputs (the same conversions as `strategy.symbol_outputs`)."""
+        """The table of some outputs (the same conversions as `strategy.row_outputs`)."""
 
         def column(t: Tensor) -> np.ndarray:
             return np.asarray(t.detach().float().cpu().numpy(), dtype=np.float64)
@@ -87,7 +87,7 @@ class PassOutputs:
     horizons: tuple[int, ...]  # the model's horizon-return heads, in bars
 
     def row(self, k: int, *, horizon_bars: int) -> SymbolOutputs:
-        """Bar k as `strategy.symbol_outputs` gives it (the return of `horizon_bars`)."""
+        """Bar k as `strategy.row_outputs` gives it (the return of `horizon_bars`)."""
         t = self.table
         known = horizon_bars != 1 and horizon_bars in self.horizons
         column = self.horizons.index(horizon_bars) + 1 if known else 0

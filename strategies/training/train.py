@@ -10,13 +10,11 @@ split series (that is `data.py`) or write checkpoints (that is `checkpoint.py`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +25,7 @@ from strategies.hrm.checkpoint import ModelKind, StreamModel, build_model
 from strategies.hrm.flat import FlatConfig, FlatTransformer
 from strategies.hrm.heads import FeatureBatch, HRMOutputs
 from strategies.hrm.model import HRM, HRMConfig, Preset, Rollout
+from strategies.hrm.strategy import autocast_for
 from strategies.training.data import (
     BatchOptions,
     TrainingSeries,
@@ -220,7 +219,7 @@ def _optimise(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict[str, float]:
     """One optimiser step (autocast on CUDA, clipped gradients); the loss parts and grad norm."""
-    with _autocast(batches[0][0].tactical.device):
+    with autocast_for(batches[0][0].tactical.device):
         loss, parts = _loss(model, batches, config.losses, generator)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
@@ -295,12 +294,6 @@ def validate(
         "val_mae_atr": float(torch.cat(errors).mean()),
         "val_direction_accuracy": float(torch.cat(hits).mean()),
     }
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _progress(enabled: bool) -> Progress:

@@ -21,7 +21,7 @@ from strategies.hrm.checkpoint import (
 )
 from strategies.hrm.heads import ACTIONS, SIZE, VALUE
 from strategies.hrm.model import HRM, HRMConfig
-from strategies.hrm.strategy import symbol_outputs
+from strategies.hrm.strategy import output_table, row_outputs
 from strategies.training.data import (
     SeriesSplit,
     TrainingSeries,
@@ -195,11 +195,14 @@ def test_pass_rows_match_the_streaming_conversion_when_read_back() -> None:
     (passed,) = stream_pass(
         model, series, [series[0].val_rows[:20]], windows=WINDOWS, strategic_every=4, chunks=2
     )
+    table, starts = output_table(passed.outputs)
     for k in (0, 7, 19):
         for horizon in (1, 8, 32):
-            expected = symbol_outputs(
-                passed.outputs,
+            expected = row_outputs(
+                table,
+                table[k].tolist(),
                 k,
+                starts,
                 atr_relative=float(series[0].atr[passed.rows[k]]),
                 horizons=TINY.horizons,
                 horizon_bars=horizon,
