@@ -25,7 +25,6 @@ from trader.config import FeatureSettings
 from trader.domain import Bar
 from trader.errors import ConfigError
 from trader.features.buffer import warmup_bars
-from trader.features.schema import feature_schema_hash
 from trader.replay.candles import iter_candles
 
 #: Symbols never trained on by default: reported apart as the test of generalisation.
@@ -92,16 +91,6 @@ def windows_of(features: FeatureSettings) -> WindowSettings:
     return WindowSettings(
         tactical=features.tactical_window,
         strategic=features.strategic_window,
-        scale_window=features.scale_window,
-        clip=features.clip,
-    )
-
-
-def schema_hash_of(features: FeatureSettings) -> str:
-    """The feature-schema hash of the `[features]` settings: what a checkpoint must match."""
-    return feature_schema_hash(
-        tactical_window=features.tactical_window,
-        strategic_window=features.strategic_window,
         scale_window=features.scale_window,
         clip=features.clip,
     )

@@ -27,9 +27,9 @@ from strategies.hrm.checkpoint import LoadedModel, ModelKind, load_checkpoint
 from strategies.hrm.model import HRM
 from strategies.hrm.strategy import HRMStrategy, OutputRecord
 from strategies.registry import build_strategy
-from trader._evaluate_data import schema_hash_of
 from trader.config import Settings
 from trader.domain import interval_ms
+from trader.features.schema import schema_hash_of
 from trader.logs import configure_logging
 from trader.metrics import EquityPoint, FillPoint, compute_metrics
 from trader.persistence import repository

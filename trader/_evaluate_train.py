@@ -27,12 +27,12 @@ from strategies.training.targets import TargetSettings
 from strategies.training.train import TrainConfig
 from trader._evaluate_data import (
     load_series,
-    schema_hash_of,
     training_series,
     training_window,
     windows_of,
 )
 from trader.config import Settings
+from trader.features.schema import schema_hash_of
 
 log = structlog.get_logger()
 

@@ -31,7 +31,6 @@ from trader._evaluate_data import (
     CandleSeries,
     load_series,
     replay_start,
-    schema_hash_of,
 )
 from trader._evaluate_metrics import Aligned, act_statistics, align, prediction_metrics
 from trader._evaluate_pool import run_in_workers
@@ -41,7 +40,7 @@ from trader._evaluate_train import Preset, TrainOptions, flat_path, train_files
 from trader.config import Settings
 from trader.errors import ConfigError
 from trader.features.dataset import build_feature_matrix
-from trader.features.schema import FEATURE_INDEX
+from trader.features.schema import FEATURE_INDEX, schema_hash_of
 
 log = structlog.get_logger()
 

@@ -22,7 +22,7 @@ from trader.broker.paper import PaperBroker
 from trader.config import DatabaseSettings, FeedSettings, Settings
 from trader.engine import BatchSink, Engine, EventPublisher, FlushPolicy
 from trader.features.buffer import FeatureBook
-from trader.features.schema import feature_schema_hash
+from trader.features.schema import schema_hash_of
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.instruments import InstrumentBook
@@ -105,12 +105,7 @@ def build_strategy_from(settings: Settings) -> Strategy:
         device=model.device,
         strategic_every=model.strategic_every,
         # A checkpoint trained on other features or windows is refused (ConfigError).
-        schema_hash=feature_schema_hash(
-            tactical_window=features.tactical_window,
-            strategic_window=features.strategic_window,
-            scale_window=features.scale_window,
-            clip=features.clip,
-        ),
+        schema_hash=schema_hash_of(features),
         feature_clip=features.clip,
         # The model's forecast rule weighs predicted returns against the fees this run pays.
         taker_fee=settings.broker.taker_fee,

@@ -157,3 +157,15 @@ def test_run_reports_an_unreachable_exchange_as_a_fatal_error(tmp_path: Path) ->
     )
     assert result.returncode != 0
     assert result.stderr.splitlines()[-1].startswith("trader: error: ")
+
+
+def test_unwritable_output_path_is_one_line_and_status_1(tmp_path: Path) -> None:
+    """An OS error (here a recording into a directory that does not exist) is one
+    `trader: error:` line naming the path and status 1, not a traceback."""
+    out = tmp_path / "missing" / "frames.jsonl"
+    process = trader("data", "to-frames", str(FIXTURE), "--out", str(out), workdir=tmp_path)
+    assert process.returncode == 1, process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("trader: error: ")]
+    assert len(errors) == 1, process.stderr
+    assert str(out) in errors[0]
+    assert "Traceback" not in process.stderr

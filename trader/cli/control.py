@@ -33,7 +33,7 @@ def kill(
     config: ConfigOption = None,
 ) -> None:
     """Stop opening positions at once (and flatten); lasts across restarts until `resume`."""
-    stored = _store_and_send(config, "kill", reason, flatten=flatten)
+    stored = _store_and_send(config, ControlCommand.KILL, reason, flatten=flatten)
     typer.echo(
         f"{stored}; a running daemon applies it within a second, otherwise the next start "
         "applies it before trading"
@@ -47,15 +47,16 @@ def resume(
     config: ConfigOption = None,
 ) -> None:
     """Lift a kill (or a drawdown halt): trading reopens."""
-    stored = _store_and_send(config, "resume", reason, flatten=False)
+    stored = _store_and_send(config, ControlCommand.RESUME, reason, flatten=False)
     typer.echo(f"{stored}; a running daemon applies it within a second")
 
 
-def _store_and_send(config: Path | None, name: str, reason: str, *, flatten: bool) -> str:
+def _store_and_send(
+    config: Path | None, command: ControlCommand, reason: str, *, flatten: bool
+) -> str:
     """Store (and send) one control command; returns e.g. "kill #7 stored and sent over MQTT"."""
-    command = ControlCommand(name)
     event_id, sent = run_command(lambda: _control(config, command, reason, flatten=flatten))
-    return f"{name} #{event_id} stored{' and sent over MQTT' if sent else ''}"
+    return f"{command.value} #{event_id} stored{' and sent over MQTT' if sent else ''}"
 
 
 async def _control(

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trader.cli.common import fail
-from trader.errors import ConfigError
 from trader.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -57,12 +56,10 @@ def data_to_frames(
             else:
                 yield item
 
-    try:
-        count = write_recording(
-            candles_to_frames(valid_bars(), updates_per_bar=updates_per_bar, seed=seed), out
-        )
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    # A ConfigError while writing ends as one stderr line and exit status 2 in `entry.main`.
+    count = write_recording(
+        candles_to_frames(valid_bars(), updates_per_bar=updates_per_bar, seed=seed), out
+    )
     if rejections.total:
         typer.echo(f"skipped {rejections.total} rejected rows: {rejections.as_dict()}", err=True)
     typer.echo(f"wrote {count} lines to {out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import structlog
 import typer
 
 from trader.cli import control, data, db, model, replay, report, run
@@ -59,4 +60,8 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("trader: error: interrupted\n")
         sys.exit(130)
+    except OSError as exc:  # a path that cannot be read or written, a full disk: one line
+        structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
+        sys.stderr.write(f"trader: error: {exc}\n")
+        sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)

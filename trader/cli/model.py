@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -36,13 +36,12 @@ def train(
     last 15% of that), then calibrate the forecast rule and fine-tune the policy offline."""
     from trader._evaluate_train import TrainOptions, describe, train_files
 
-    if preset not in ("small", "base"):
-        fail(f"--preset must be small or base, got {preset!r}", 2)
+    size = _preset(preset)
     settings = load_command_settings(config)
     options = TrainOptions(
         files=tuple(files),
-        out=out or Path(f"hrm-{preset}.pt"),
-        preset="small" if preset == "small" else "base",
+        out=out or Path(f"hrm-{size}.pt"),
+        preset=size,
         steps=steps,
         seed=seed,
         progress=sys.stderr.isatty(),
@@ -99,8 +98,7 @@ def evaluate(
     from trader.evaluate import EvaluateOptions
     from trader.evaluate import evaluate as run_evaluate
 
-    if preset not in ("small", "base"):
-        fail(f"--preset must be small or base, got {preset!r}", 2)
+    size = _preset(preset)
     settings = load_command_settings(config)
     options = EvaluateOptions(
         files=tuple(files),
@@ -108,10 +106,10 @@ def evaluate(
         checkpoint=checkpoint,
         flat_checkpoint=flat_checkpoint,
         train=not no_train,
-        preset="small" if preset == "small" else "base",
+        preset=size,
         steps=steps,
-        unseen=tuple(s.strip().upper() for s in unseen.split(",") if s.strip()),
-        train_symbols=tuple(s.strip().upper() for s in train_symbols.split(",") if s.strip()),
+        unseen=_symbols(unseen),
+        train_symbols=_symbols(train_symbols),
         folds=folds,
         max_bars=max_bars,
         workers=workers,
@@ -121,3 +119,17 @@ def evaluate(
     )
     report = run_command(lambda: run_evaluate(settings, options))
     typer.echo(f"report written to {out / 'report.json'} ({len(report.results)} replays)")
+
+
+def _preset(value: str) -> Literal["small", "base"]:
+    """`--preset` checked (exit status 2 otherwise) and narrowed to the model presets."""
+    if value == "small":
+        return "small"
+    if value == "base":
+        return "base"
+    fail(f"--preset must be small or base, got {value!r}", 2)
+
+
+def _symbols(text: str) -> tuple[str, ...]:
+    """A comma-separated symbol list, upper-cased, blanks dropped."""
+    return tuple(symbol.strip().upper() for symbol in text.split(",") if symbol.strip())

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from trader.cli.common import ConfigOption, fail, load_command_settings, run_command
+from trader.cli.common import ConfigOption, T, fail, load_command_settings, run_command
 from trader.config import Settings, systemd_notify_env
 
 if TYPE_CHECKING:
     from trader.notify import SystemdNotifier
     from trader.recorder import RecordSummary
-
-T = TypeVar("T")
 
 #: `record` and `run` both take the feed's symbols and interval from the command line.
 SymbolsOption = Annotated[
@@ -33,6 +31,11 @@ IntervalOption = Annotated[
 ]
 
 
+def _feed_overrides(symbols: str | None, interval: str | None) -> dict[str, str]:
+    """The `[feed]` keys given on the command line."""
+    return {key: value for key, value in (("symbols", symbols), ("interval", interval)) if value}
+
+
 def record(
     out: Annotated[Path, typer.Option("--out", help="Directory for the recording files.")],
     symbols: SymbolsOption = None,
@@ -40,8 +43,7 @@ def record(
     config: ConfigOption = None,
 ) -> None:
     """Record the live kline stream to rotating JSONL.gz files until SIGTERM/SIGINT."""
-    feed = {key: value for key, value in (("symbols", symbols), ("interval", interval)) if value}
-    settings = load_command_settings(config, feed=feed)
+    settings = load_command_settings(config, feed=_feed_overrides(symbols, interval))
     summary = run_command(lambda: _record_until_signalled(settings, out))
     typer.echo(
         f"recorded {summary.frames} frames ({summary.confirmed_bars} confirmed bars, "
@@ -98,8 +100,7 @@ def run(
     """The paper-trading daemon: Bybit klines -> strategy -> risk -> paper broker, until SIGTERM."""
     from trader.daemon import DaemonOptions, run_daemon
 
-    feed = {key: value for key, value in (("symbols", symbols), ("interval", interval)) if value}
-    settings = load_command_settings(config, feed=feed)
+    settings = load_command_settings(config, feed=_feed_overrides(symbols, interval))
     if live or settings.broker.mode == "live":
         fail("live trading is not available in this build; run without --live (paper)", 2)
     options = DaemonOptions(record_dir=record, new_run=new_run)

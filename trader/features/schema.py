@@ -15,8 +15,12 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from trader.config import FeatureSettings
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -150,6 +154,16 @@ def account_vector(
         math.tanh(bars_in_position / BARS_IN_POSITION_SCALE),
     )
     return np.array(values, dtype=np.float32)  # (4,)
+
+
+def schema_hash_of(features: FeatureSettings) -> str:
+    """The feature-schema hash of the `[features]` settings: what a checkpoint must match."""
+    return feature_schema_hash(
+        tactical_window=features.tactical_window,
+        strategic_window=features.strategic_window,
+        scale_window=features.scale_window,
+        clip=features.clip,
+    )
 
 
 def feature_schema_hash(
