@@ -17,7 +17,8 @@ How an opening (or adding) order is made, in order:
    the qty step; cut below the instrument's minimum it is denied with the binding limit, or as
    below the minimum when opening from flat (a top-up below one lot is simply not sent);
 5. every limit check runs on the final quantity (it cannot fail after 2-4; it is the proof);
-6. missing stop-loss / take-profit levels are filled in from the ATR.
+6. missing stop-loss / take-profit levels are filled in from the ATR, unless the decision
+   declines them (`default_exits=False`: a passive benchmark such as `buy_hold`).
 
 Orders that only reduce a position (closes, the closing leg of a flip, flattening) always pass,
 in every state, and count towards the order rate.

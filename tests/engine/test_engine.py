@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from risk.state import TradingState
-from strategies.baselines import BuyAndHold
 from tests.support.candles import load_candles
 from tests.support.engine_harness import (
     ListSink,
@@ -205,9 +204,7 @@ async def test_peak_moves_once_per_slice_when_symbols_close_together(
     eth_moved = [*eth[:k], _jump(eth[k], 0.95), *eth[k + 1 :]]
     # Both positions fit under the gross and correlated exposure caps (2x and 1x equity).
     settings = settings_for("buy_hold", risk={"max_position_notional_usdt": 5_000})
-    sink = ListSink()
-    engine = build_engine(settings, run_id="t", sink=sink, strategy=BuyAndHold())
-    await run_engine(settings, slices(btc_moved + eth_moved), engine=engine, sink=sink)
+    engine, sink = await run_engine(settings, slices(btc_moved + eth_moved))
     assert all(engine.portfolio.position(s).qty > 0 for s in ("BTCUSDT", "ETHUSDT"))
     peak = 10_000.0
     for row in sink.rows("equity"):
