@@ -17,6 +17,8 @@ from tests.support.eventually import eventually, until
 from trader._evaluate_pool import run_in_workers
 
 ROOT = Path(__file__).resolve().parents[1]
+#: A job that only ends early if it is terminated.
+LONG_JOB_S = 120.0
 
 
 def square(n: int) -> int:
@@ -60,9 +62,12 @@ async def test_failed_job_is_raised_and_terminates_the_job_running_beside_it(
     """The first failure is raised as the worker raised it, without waiting for the two-minute
     job in the other worker, which is terminated."""
     running = tmp_path / "running.pid"
-    jobs = [(str(running), 120.0), ("", -0.5)]
+    jobs = [(str(running), LONG_JOB_S), ("", -0.5)]
+    started = time.monotonic()
     with pytest.raises(ValueError, match="the replay broke"):
         await run_in_workers(sleep_then_record, jobs, workers=2)
+    # Not a speed check: a pool that waited for the running job would return after it ended.
+    assert time.monotonic() - started < LONG_JOB_S / 2
     assert not _alive(int(running.read_text()))
 
 
@@ -70,12 +75,15 @@ async def test_cancelled_evaluation_terminates_its_workers(tmp_path: Path) -> No
     """Cancelling the evaluation (Ctrl-C in the CLI) ends the job in flight."""
     running = tmp_path / "running.pid"
     task = asyncio.create_task(
-        run_in_workers(sleep_then_record, [(str(running), 120.0)], workers=1)
+        run_in_workers(sleep_then_record, [(str(running), LONG_JOB_S)], workers=1)
     )
     await until(running.exists, what="the job to start")
+    started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # Not a speed check: a pool that waited for the job would return after it ended.
+    assert time.monotonic() - started < LONG_JOB_S / 2
     assert not _alive(int(running.read_text()))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,11 +147,9 @@ async def _heldout_decisions(
     """
     db = make_engine(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
-        rows = await repository.fetch_decisions(db, run_id)
+        return await repository.count_decisions(db, run_id, since_bar_ms=heldout_start_ms)
     finally:
         await db.dispose()
-    held = Counter(row.action for row in rows if row.bar_start_ms >= heldout_start_ms)
-    return dict(sorted(held.items()))
 
 
 def _folds(

@@ -295,6 +295,11 @@ async def test_decision_queries_order_and_count_when_run_has_decisions(
     ]
     assert (stored[0].strategic, stored[0].stop_loss, stored[0].take_profit) == (True, 90.0, None)
     assert await repository.count_decisions(engine, RUN) == {"BUY_LONG": 1, "HOLD": 3}
+    since = T0_MS + STEP_MS
+    assert await repository.count_decisions(engine, RUN, since_bar_ms=since) == {
+        "BUY_LONG": 1,
+        "HOLD": 1,
+    }
     last = await repository.last_bar_starts(engine, RUN)
     assert last == {"BTCUSDT": T0_MS + STEP_MS, "ETHUSDT": T0_MS + STEP_MS}
 

@@ -311,14 +311,15 @@ async def fetch_decisions(bind: Bind, run_id: str) -> list[DecisionRecord]:
         return [DecisionRecord(**row._asdict()) for row in await conn.execute(stmt)]
 
 
-async def count_decisions(bind: Bind, run_id: str) -> dict[str, int]:
-    """How many decisions the run made, by action (actions never taken are absent)."""
-    stmt = (
-        select(DecisionRow.action, func.count())
-        .where(DecisionRow.run_id == run_id)
-        .group_by(DecisionRow.action)
-        .order_by(DecisionRow.action)
-    )
+async def count_decisions(
+    bind: Bind, run_id: str, *, since_bar_ms: int | None = None
+) -> dict[str, int]:
+    """How many decisions the run made, by action (actions never taken are absent); with
+    `since_bar_ms`, only those on bars starting at or after it."""
+    stmt = select(DecisionRow.action, func.count()).where(DecisionRow.run_id == run_id)
+    if since_bar_ms is not None:
+        stmt = stmt.where(DecisionRow.bar_start_ms >= since_bar_ms)
+    stmt = stmt.group_by(DecisionRow.action).order_by(DecisionRow.action)
     async with _connect(bind) as conn:
         return {action: count for action, count in await conn.execute(stmt)}
 
