@@ -110,7 +110,7 @@ class PaperBroker:
             return None
         qty = min(order.qty, _reducible(holding, order.side))
         fill_price = self._slipped(order.side, price, order.symbol, price)
-        return self._book(holding, order, qty, fill_price, ts_ms, FillReason.FLATTEN)
+        return self._book_order(holding, order, qty, fill_price, ts_ms, FillReason.FLATTEN)
 
     async def submit(self, order: Order) -> None:
         """Queue an approved order; it fills at the first bar after its decision bar.
@@ -214,22 +214,30 @@ class PaperBroker:
             qty = min(qty, reducible)
         price = self._execution_price(order.side, Decimal(repr(bar.open)), bar)
         reason = FillReason.FLATTEN if order.leg == "flatten" else FillReason.MARKET
-        return self._book(holding, order, qty, price, bar.start_ms, reason)
+        return self._book_order(holding, order, qty, price, bar.start_ms, reason)
 
     def _book(
         self,
         holding: _Holding,
-        order: Order,
+        order: Order | None,
+        *,
+        order_id: str,
+        symbol: str,
+        side: Side,
         qty: Decimal,
         price: Decimal,
         ts_ms: int,
         reason: FillReason,
     ) -> Fill:
-        """Fill `qty` of `order` at `price` with the taker fee and move the exchange position."""
+        """Fill `qty` at `price` with the taker fee and move the exchange position.
+
+        `order` is the order being filled, whose levels the position may take; None for a
+        protective exit (it only closes).
+        """
         fill = Fill(
-            order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
+            order_id=order_id,
+            symbol=symbol,
+            side=side,
             qty=qty,
             price=price,
             fee=qty * price * self._taker_fee,
@@ -238,6 +246,28 @@ class PaperBroker:
         )
         _apply(holding, fill.signed_qty, order)
         return fill
+
+    def _book_order(
+        self,
+        holding: _Holding,
+        order: Order,
+        qty: Decimal,
+        price: Decimal,
+        ts_ms: int,
+        reason: FillReason,
+    ) -> Fill:
+        """`_book` for `qty` of `order`, under the order's client id."""
+        return self._book(
+            holding,
+            order,
+            order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            ts_ms=ts_ms,
+            reason=reason,
+        )
 
     def _protective_exit(self, holding: _Holding, bar: Bar) -> Fill | None:
         stop, take = holding.stop_loss, holding.take_profit
@@ -257,22 +287,19 @@ class PaperBroker:
         else:
             return None
         side = Side.SELL if long else Side.BUY
-        qty = abs(holding.qty)
-        price = self._execution_price(side, Decimal(repr(level)), bar)
-        fill = Fill(
+        return self._book(
+            holding,
+            None,
             order_id=client_order_id(self._run_id, bar.symbol, bar.start_ms, leg),
             symbol=bar.symbol,
             side=side,
-            qty=qty,
-            price=price,
-            fee=qty * price * self._taker_fee,
+            qty=abs(holding.qty),
+            price=self._execution_price(side, Decimal(repr(level)), bar),
             # Known only once the bar has closed; stamping the bar's last millisecond also keeps
             # it after the same bar's open fills.
             ts_ms=bar.end_ms,
             reason=reason,
         )
-        _apply(holding, fill.signed_qty, None)
-        return fill
 
     def _execution_price(self, side: Side, base: Decimal, bar: Bar) -> Decimal:
         """Slip `base` against the taker, round to the tick against it, clamp into the bar."""
