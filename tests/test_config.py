@@ -116,6 +116,33 @@ def test_secrets_are_redacted_when_dumped(tmp_path: Path) -> None:
     assert "s3cret" not in repr(settings)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "url", "stored"),
+    [
+        (
+            "database",
+            "url",
+            "postgresql+asyncpg://trader:TopSecret123@db.internal:5432/trading",
+            "postgresql+asyncpg://trader:**redacted**@db.internal:5432/trading",
+        ),
+        (
+            "feed",
+            "rest_url",
+            "https://ops:TopSecret123@proxy.internal:8443",
+            "https://ops:**redacted**@proxy.internal:8443",
+        ),
+        ("database", "url", "sqlite+aiosqlite:///trader.db", "sqlite+aiosqlite:///trader.db"),
+    ],
+)
+def test_url_passwords_are_redacted_when_dumped(
+    section: str, key: str, url: str, stored: str
+) -> None:
+    """A password in a database or feed URL never reaches `runs.config`; the rest stays."""
+    dumped = Settings(**{section: {key: url}}).redacted()
+    assert dumped[section][key] == stored
+    assert "TopSecret123" not in str(dumped)
+
+
 def test_settings_are_frozen_when_built() -> None:
     """Components cannot mutate the shared settings tree."""
     settings = Settings()

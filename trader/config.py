@@ -16,6 +16,7 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -39,6 +40,10 @@ from trader.errors import ConfigError
 
 DEFAULT_CONFIG_PATHS = (Path("trader.toml"), Path("/etc/trader/trader.toml"))
 SECRET_KEYS = ("broker.api_key", "broker.api_secret", "mqtt.password", "mqtt.control_secret")
+#: URLs that may carry a password in their userinfo (`postgresql+asyncpg://user:pw@host/db`);
+#: `mqtt.url` cannot (its credentials are `mqtt.username` and `mqtt.password`).
+URL_KEYS = ("database.url", "feed.ws_url", "feed.rest_url")
+REDACTED = "**redacted**"
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -329,8 +334,22 @@ class Settings(BaseSettings):
         for dotted in SECRET_KEYS:
             section, key = dotted.split(".")
             if data[section].get(key) is not None:
-                data[section][key] = "**redacted**"
+                data[section][key] = REDACTED
+        for dotted in URL_KEYS:
+            section, key = dotted.split(".")
+            if data[section].get(key) is not None:
+                data[section][key] = redact_url(data[section][key])
         return data
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its userinfo replaced (user, host and path kept)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
 
 
 def find_config_file(explicit: Path | None) -> Path | None:
