@@ -97,11 +97,24 @@ def test_open_rejects_second_decision_when_one_is_pending() -> None:
         tracker.open("b", "BTCUSDT", 300_000, DecisionType.TACTICAL, Decimal(0), Decimal(100))
 
 
-@pytest.mark.parametrize("equity", ["0", "-5", "NaN"])
-def test_open_rejects_equity_when_not_positive(equity: str) -> None:
-    """A return needs a positive equity to divide by."""
+@pytest.mark.parametrize("equity", ["NaN", "Infinity"])
+def test_open_rejects_equity_when_not_finite(equity: str) -> None:
+    """A non-finite equity is a bug upstream, not an account state."""
     with pytest.raises(ValueError, match="equity"):
         RewardTracker(WEIGHTS).open("a", "X", 0, DecisionType.TACTICAL, Decimal(0), Decimal(equity))
+
+
+@pytest.mark.parametrize("equity", ["0", "-1288.76"])
+def test_bust_account_rewards_in_usdt_with_zero_return(equity: str) -> None:
+    """Equity at or below zero still gives a row: the USDT outcome, a return of 0."""
+    tracker = RewardTracker(WEIGHTS)
+    tracker.open("a", "X", 0, DecisionType.STRATEGIC, Decimal("-50"), Decimal(equity))
+    row = tracker.close("X", Decimal("-80"))
+    assert row is not None
+    assert row["raw_reward"] == -30.0
+    assert row["raw_return"] == 0.0
+    assert row["shaped_reward"] == 0.0
+    assert row["weight"] == WEIGHTS.strategic
 
 
 def test_state_round_trip_gives_same_row_when_restored() -> None:

@@ -10,8 +10,13 @@ Definitions, per decision on bar t for one symbol:
 * ``raw_reward`` (USDT) = symbol PnL after bar t+1 is filled and marked - symbol PnL at the
   decision, where symbol PnL = realised + unrealised - fees: the symbol's mark-to-market change
   over the next bar, net of the fees paid on it.
-* ``raw_return`` = raw_reward / account equity at the decision.
+* ``raw_return`` = raw_reward / account equity at the decision; 0 when that equity was not
+  positive (a bust account has no return to speak of, and its row must still be written).
 * ``shaped_reward`` = weight(decision_type) * raw_return (`strategies.hicra.shape_reward`).
+* ``decision_type`` of the row is the type the reward is credited under: the decision's own,
+  or strategic when the next bar closed the position by force (a risk flatten, the kill
+  switch, a stop-loss or take-profit): DESIGN.md counts exits forced by risk as strategic, and
+  HICRA puts its weight on them. The decisions row keeps the strategy's own type.
 """
 
 from __future__ import annotations
@@ -56,13 +61,15 @@ class RewardTracker:
 
         Raises:
             ValueError: the symbol already has an open decision (close it first), or the
-                equity is not positive (a return on it would be meaningless).
+                equity is not finite.
         """
         if symbol in self._open:
             pending = self._open[symbol].decision_id
             raise ValueError(f"{symbol}: decision {pending} is still open; close it first")
-        if not equity.is_finite() or equity <= 0:
-            raise ValueError(f"{symbol}: equity at decision must be positive, got {equity}")
+        # A non-positive equity is a bust account, not bad input: raising here would abort the
+        # slice whose flatten must still be stored, on every restart.
+        if not equity.is_finite():
+            raise ValueError(f"{symbol}: equity at decision must be finite, got {equity}")
         # Runs once per bar and symbol: skip the enum lookup when given a member already.
         kind = decision_type if type(decision_type) is DecisionType else DecisionType(decision_type)
         self._open[symbol] = _OpenDecision(decision_id, bar_start_ms, kind, symbol_pnl, equity)
@@ -80,7 +87,7 @@ class RewardTracker:
         change = symbol_pnl - decision.symbol_pnl
         # One division in Decimal, then a single conversion: no float error accumulates. A flat
         # symbol's change is zero on most bars: no division then.
-        raw_return = float(change / decision.equity) if change else 0.0
+        raw_return = float(change / decision.equity) if change and decision.equity > 0 else 0.0
         shaped, weight = shape_reward(raw_return, decision.decision_type, self._weights)
         return {
             "decision_id": decision.decision_id,
@@ -92,6 +99,12 @@ class RewardTracker:
             "decision_type": decision.decision_type._value_,  # not `.value`: per bar, slower
             "weight": weight,
         }
+
+    def escalate(self, symbol: str) -> None:
+        """Credit the symbol's open decision as strategic (a forced exit falls in its bar)."""
+        decision = self._open.get(symbol)
+        if decision is not None:
+            decision.decision_type = DecisionType.STRATEGIC
 
     def is_open(self, symbol: str) -> bool:
         """True when the symbol has a decision awaiting its outcome."""
