@@ -255,7 +255,13 @@ class Engine:
                 self._batch.orders.append(order_row(order, "cancelled"))
 
     def _take_fill(self, fill: Fill, order: Order) -> None:
-        """Book one fill into the portfolio and store it with its order, now filled."""
+        """Book one fill into the portfolio and store it with its order, now filled.
+
+        A fill no decision asked for (a risk flatten, the kill switch, a stop-loss or
+        take-profit) credits the symbol's open reward as strategic.
+        """
+        if order.decision_id is None:
+            self._rewards.escalate(fill.symbol)
         self._portfolio.apply_fill(fill)
         self._dirty_positions[fill.symbol] = fill.ts_ms
         self._refresh_held(fill.symbol)

@@ -174,17 +174,32 @@ async def test_drawdown_reduces_then_halts_and_flattens_when_limits_crossed(
 
 
 async def test_rewards_follow_each_decision_when_next_bar_closes(btc: list[Bar]) -> None:
-    """Every decision but the last gets a reward row weighted by its decision type."""
+    """Every decision but the last gets a reward row weighted by the type it is credited
+    under: its own, or strategic when a fill no decision asked for (a stop-loss or
+    take-profit here) falls in the bar the reward covers."""
     _, sink = await run_engine(settings_for("random"), slices(btc))
     decisions = {row["id"]: row for row in sink.rows("decisions")}
+    undecided = {row["id"] for row in sink.rows("orders") if row["decision_id"] is None}
+    interval = 300_000
+    forced = {  # (symbol, start of the decision bar whose next bar held a forced fill)
+        (row["symbol"], row["ts_ms"] - row["ts_ms"] % interval - interval)
+        for row in sink.rows("fills")
+        if row["order_id"] in undecided
+    }
     rewards = sink.rows("rewards")
     assert len(rewards) == len(decisions) - 1
     weights = {"strategic": 2.0, "tactical": 1.4, "procedural": 0.5}
+    escalated = 0
     for reward in rewards:
         decision = decisions[reward["decision_id"]]
-        assert reward["decision_type"] == decision["decision_type"]
-        assert reward["weight"] == weights[decision["decision_type"]]
+        if (decision["symbol"], decision["bar_start_ms"]) in forced:
+            escalated += decision["decision_type"] != "strategic"
+            assert reward["decision_type"] == "strategic"
+        else:
+            assert reward["decision_type"] == decision["decision_type"]
+        assert reward["weight"] == weights[reward["decision_type"]]
         assert reward["shaped_reward"] == pytest.approx(reward["weight"] * reward["raw_return"])
+    assert escalated > 0  # the random strategy's stops and targets do fire
     assert any(r["raw_reward"] != 0 for r in rewards)
 
 

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from itertools import groupby
 from typing import Any
 
+from strategies.base import SymbolContext
 from trader.config import Settings
-from trader.domain import Bar
+from trader.domain import Action, Bar, Decision, DecisionType
 from trader.engine import Engine
 from trader.persistence.batch import WriteBatch
 from trader.pipeline import build_engine
@@ -40,6 +41,50 @@ class ListSink:
             for row in getattr(batch, table):
                 out.append({k: v for k, v in row.items() if k not in drop})
         return out
+
+
+class ScriptedStrategy:
+    """Decides what a script says: `{bar start_ms: (action, decision_type)}`, else HOLD.
+
+    Entries decline risk's default exits, so a test controls exactly what closes a position.
+    """
+
+    name = "scripted"
+    model_version = "scripted"
+
+    def __init__(self, script: dict[int, tuple[Action, DecisionType]]) -> None:
+        self.script = script
+
+    def decide(self, contexts: Sequence[SymbolContext]) -> list[Decision]:
+        """One decision per context: the scripted one for its bar, else a procedural HOLD."""
+        out = []
+        for context in contexts:
+            bar = context.bar
+            entry = self.script.get(bar.start_ms)
+            if entry is None:
+                out.append(Decision.hold(bar.symbol, bar.start_ms, model_version="scripted"))
+                continue
+            action, kind = entry
+            out.append(
+                Decision(
+                    symbol=bar.symbol,
+                    bar_start_ms=bar.start_ms,
+                    action=action,
+                    size=1.0,
+                    confidence=1.0,
+                    decision_type=kind,
+                    model_version="scripted",
+                    default_exits=False,
+                )
+            )
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stateless."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Stateless."""
 
 
 def slices(bars: Iterable[Bar]) -> list[list[Bar]]:
