@@ -142,12 +142,20 @@ def check_confidence(*, confidence: float, min_confidence: float) -> CheckResult
 
 
 def check_stale_feed(
-    *, last_bar_start_ms: int | None, interval_ms: int, now_ms: int, stale_feed_bars: int
+    *,
+    last_bar_start_ms: int | None,
+    interval_ms: int,
+    now_ms: int,
+    stale_feed_bars: int,
+    gap_bars: int = 0,
 ) -> CheckResult:
-    """At least one bar closed in the last `stale_feed_bars` intervals of exchange time.
+    """The feed is live and was not just back from an outage of `stale_feed_bars` bars.
 
     The newest bar closed at ``last_bar_start_ms + interval_ms``; the feed is stale once
-    `stale_feed_bars` further bars should have closed since then without arriving.
+    `stale_feed_bars` further bars should have closed since then without arriving. The engine
+    decides on the bar that just closed, so in practice the outage shows as `gap_bars`: bars
+    missing right before the newest one. Its first bar back opens nothing (features, ATR and
+    the price-jump reference all span the hole); the next one may.
     """
     if last_bar_start_ms is None:
         return Deny(DenyReason.STALE_FEED, "no bar seen for the symbol")
@@ -156,6 +164,11 @@ def check_stale_feed(
         return Deny(
             DenyReason.STALE_FEED,
             f"{missing} bars missing since {last_bar_start_ms} (limit {stale_feed_bars})",
+        )
+    if gap_bars >= stale_feed_bars:
+        return Deny(
+            DenyReason.STALE_FEED,
+            f"first bar after {gap_bars} missing bars (limit {stale_feed_bars})",
         )
     return None
 

@@ -279,6 +279,7 @@ class RiskLayer:
                 interval_ms=market.interval_ms,
                 now_ms=context.now_ms,
                 stale_feed_bars=limits.stale_feed_bars,
+                gap_bars=market.gap_bars,
             )
             or check_price(
                 price=market.close,

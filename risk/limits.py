@@ -27,7 +27,8 @@ class RiskLimits:
         max_leverage: largest single position value as a multiple of equity.
         max_orders_per_minute: orders allowed in any minute of exchange time.
         min_confidence: decisions less confident than this open nothing.
-        stale_feed_bars: a symbol missing this many bars opens nothing.
+        stale_feed_bars: a symbol missing this many bars opens nothing, nor on its first bar
+            back after such a gap.
         soft_release: REDUCING lifts below ``soft_drawdown * soft_release`` (hysteresis).
         max_price_jump: a close that moved more than this fraction from the previous close
             opens nothing on that bar.

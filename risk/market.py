@@ -2,7 +2,8 @@
 
 Owns per-symbol market facts the checks and sizing need, built from the confirmed bars the
 engine hands over: the latest and previous close (price sanity), the start and interval of the
-latest bar (stale feed), and Wilder's average true range (volatility sizing, default stops).
+latest bar and the bars missing before it (stale feed), and Wilder's average true range
+(volatility sizing, default stops).
 
 It must not compute features for strategies, read a clock, or do I/O. Bars arrive in time order
 per symbol; a bar not newer than the last one seen is ignored, so feeding a bar twice is harmless.
@@ -24,6 +25,8 @@ class SymbolMarket:
     interval_ms: int
     close: float
     previous_close: float | None = None
+    # Bars that never arrived between the previous bar and the latest one (a feed outage).
+    gap_bars: int = 0
     atr: float | None = None
     # While fewer than `period` true ranges were seen, the ATR is their running mean.
     ranges_seen: int = 0
@@ -55,12 +58,14 @@ class MarketTracker:
         if bar.start_ms <= seen.last_start_ms:
             return None
         previous = seen.close
+        interval = interval_ms(bar.interval)
+        seen.gap_bars = max(0, (bar.start_ms - seen.last_start_ms) // interval - 1)
         true_range = max(bar.high - bar.low, abs(bar.high - previous), abs(bar.low - previous))
         self._add_range(seen, true_range)
         seen.previous_close = previous
         seen.close = bar.close
         seen.last_start_ms = bar.start_ms
-        seen.interval_ms = interval_ms(bar.interval)
+        seen.interval_ms = interval
         if previous > 0.0 and bar.close > 0.0:
             return math.log(bar.close / previous)
         return None

@@ -195,6 +195,20 @@ def test_stale_feed_check_denies_when_bars_are_missing(
 
 
 @pytest.mark.parametrize(
+    ("gap_bars", "expected"),
+    [(0, None), (2, None), (3, DenyReason.STALE_FEED), (50, DenyReason.STALE_FEED)],
+)
+def test_stale_feed_check_denies_the_first_bar_after_a_gap(
+    gap_bars: int, expected: DenyReason | None
+) -> None:
+    """A bar that arrives after `stale_feed_bars` missing ones opens nothing, though it is new."""
+    result = check_stale_feed(
+        last_bar_start_ms=0, interval_ms=1_000, now_ms=1_000, stale_feed_bars=3, gap_bars=gap_bars
+    )
+    assert _reason(result) == expected
+
+
+@pytest.mark.parametrize(
     ("price", "previous", "expected"),
     [
         (100.0, None, None),

@@ -59,3 +59,13 @@ def test_old_bar_is_ignored_when_fed_again() -> None:
     assert tracker.update(bar("BTCUSDT", 4, 300.0)) is None
     assert tracker.price("BTCUSDT") == 100.0
     assert tracker.price("ETHUSDT") is None
+
+
+def test_gap_counts_the_bars_missing_before_the_latest_one() -> None:
+    """A feed outage shows as the bars missing right before the newest bar; it resets after."""
+    tracker = MarketTracker(atr_period=14)
+    for index in (0, 1, 5, 6):
+        tracker.update(bar("BTCUSDT", index, 100.0))
+        market = tracker.get("BTCUSDT")
+        assert market is not None
+        assert market.gap_bars == (3 if index == 5 else 0)
