@@ -56,6 +56,11 @@ log = structlog.get_logger()
 
 #: `should_flush` inspects the batch and the clock once per this many slices.
 _FLUSH_CHECK_EVERY_SLICES = 8
+#: The row lists of a WriteBatch that carry over as they are when a submit fails (positions
+#: are rebuilt from the portfolio instead, the snapshot taken anew).
+_BATCH_TABLES = tuple(
+    f.name for f in dataclasses.fields(WriteBatch) if f.name not in ("positions", "snapshot")
+)
 _ZERO = Decimal(0)
 
 
@@ -621,10 +626,29 @@ class Engine:
                 last_slice_start_ms=self.last_slice_start_ms,
                 state=self.state_dict(),
             )
-            await self._sink.submit(batch)
+            try:
+                await self._sink.submit(batch)
+            except BaseException:
+                # Cancelled (a stop while the writer's queue is full) or refused: the rows go
+                # back in front of the pending ones, so the next flush still writes them
+                # before a snapshot that counts them as done.
+                self._take_back(batch)
+                raise
         self._last_flush_ns = self._clock_ns()
         if wait:
             await self._sink.flush()
+
+    def _take_back(self, batch: WriteBatch) -> None:
+        """Put a batch the writer never took back in front of the pending rows.
+
+        Its snapshot is dropped (the next flush takes a new one) and its positions are marked
+        dirty again, so they are rebuilt from the portfolio as of that flush.
+        """
+        pending = self._batch
+        for name in _BATCH_TABLES:
+            setattr(pending, name, getattr(batch, name) + getattr(pending, name))
+        for row in batch.positions:
+            self._dirty_positions.setdefault(row["symbol"], row["updated_ms"])
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run after a restart (JSON-able)."""
@@ -640,6 +664,7 @@ class Engine:
             "strategy": self._strategy.state_dict(),
             "open_orders": [order.to_state() for order in self._open_orders.values()],
             "flatten_owed": self._flatten_owed,
+            "model_halted": self._model_halted,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -657,6 +682,7 @@ class Engine:
         }
         # Snapshots from before the kill switch have no owed flatten.
         self._flatten_owed = bool(state.get("flatten_owed", False))
+        self._model_halted = bool(state.get("model_halted", False))
         self._held = {}
         for symbol in self._portfolio.symbols():
             self._refresh_held(symbol)

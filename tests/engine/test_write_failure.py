@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.support.candles import load_candles
+from tests.support.engine_harness import ListSink, run_engine, slices
 from tests.support.tables import dump_tables
 from trader.config import Settings
 from trader.errors import FatalError
+from trader.persistence.batch import WriteBatch
+from trader.pipeline import build_engine
 from trader.replay.runner import ReplayOptions, replay
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "BTCUSDT_5m.csv.gz"
@@ -74,3 +79,42 @@ async def test_locked_database_stops_replay_then_rerun_completes_when_released(
     outcome = await replay(_settings(db), options)
     assert outcome.resumed
     assert dump_tables(db) == dump_tables(whole_db)
+
+
+class _StuckSink(ListSink):
+    """A writer whose queue is full: `submit` waits until cancelled, then works again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = True
+
+    async def submit(self, batch: WriteBatch) -> None:
+        if self.stuck:
+            await asyncio.Event().wait()
+        await super().submit(batch)
+
+
+async def test_flush_cancelled_while_writer_is_full_loses_no_row() -> None:
+    """A stop that cancels a flush waiting on a full writer puts the rows back: the next
+    flush writes every bar and decision before a snapshot that counts them."""
+    btc = load_candles(FIXTURE, "BTCUSDT", "5")  # 1,500 bars: trades after the warm-up
+    settings = Settings(strategy={"name": "random"})
+    whole_engine, whole = await run_engine(settings, slices(btc))
+    sink = _StuckSink()
+    engine = build_engine(settings, run_id="t", sink=sink)
+    for bar_slice in slices(btc)[:1_100]:
+        await engine.process_slice(bar_slice)
+    flush = asyncio.ensure_future(engine.flush())
+    await asyncio.sleep(0.01)
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    sink.stuck = False
+    await run_engine(settings, slices(btc)[1_100:], engine=engine, sink=sink)
+    for table in ("bars", "decisions", "orders", "fills", "equity", "rewards"):
+        assert sink.rows(table) == whole.rows(table), table
+    # Positions are upserts written per flush: the last row per symbol is what the table holds.
+    final = {row["symbol"]: row for row in sink.rows("positions")}
+    assert final == {row["symbol"]: row for row in whole.rows("positions")}
+    assert sink.batches[-1].snapshot is not None
+    assert engine.state_dict() == whole_engine.state_dict()
