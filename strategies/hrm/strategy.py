@@ -370,6 +370,9 @@ class HRMStrategy:
             "format": STATE_FORMAT,
             "model_version": self.model_version,
             "strategic_every": self.strategic_every,
+            # A failed model stays failed across a restart: a resumed run must HOLD where the
+            # uninterrupted one did, not run the model again.
+            "halted_reason": self.halted_reason,
             "symbols": {
                 symbol: {
                     "z_strategic": carry.z_strategic.cpu().tolist(),
@@ -385,6 +388,7 @@ class HRMStrategy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned; a carry saved by another model is discarded."""
         self._carry = {}
+        self.halted_reason = state.get("halted_reason")  # absent in older snapshots
         if state.get("model_version") != self.model_version:
             _log.warning(
                 "hrm_carry_discarded",

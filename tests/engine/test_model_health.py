@@ -54,3 +54,24 @@ async def test_refused_input_is_a_risk_event_and_a_failed_model_halts_once() -> 
     assert len(halts) == 1
     assert halts[0]["detail"] == "error: strategy ailing: RuntimeError: boom"
     assert engine.risk.state.value == "HALTED"
+
+
+async def test_failed_model_halts_once_across_a_restart() -> None:
+    """After the operator resumes a model halt, a restart from a later snapshot does not halt
+    again: the uninterrupted run would not have either."""
+    settings = settings_for("noop", features=_FEATURES)
+    cut = len(_BARS) - 20  # the model has failed by then (ready from bar 366, fails on call 5)
+    model = _AilingModel()
+    engine = build_engine(settings, run_id="t", sink=ListSink(), strategy=model)
+    await run_engine(settings, slices(_BARS[:cut]), engine=engine)
+    assert model.halted_reason is not None
+    await engine.resume(reason="operator checked the model", now_ms=_BARS[cut].start_ms)
+    state = engine.state_dict()
+    sink = ListSink()
+    resumed = build_engine(settings, run_id="t", sink=sink, strategy=model)
+    resumed.load_state_dict(state)
+    for bar_slice in slices(_BARS[:cut]):
+        resumed.warm(bar_slice)
+    await run_engine(settings, slices(_BARS[cut:]), engine=resumed, sink=sink)
+    assert [e["kind"] for e in sink.rows("risk_events")] == []
+    assert resumed.risk.state.value == "ACTIVE"

@@ -182,3 +182,19 @@ def test_flat_baseline_decides_every_bar_when_streaming() -> None:
     decisions = [d for _ in range(5) for d in strategy.decide(stream.step())]
     assert strategy.name == "flat"
     assert all(d.act_steps == 1 and not d.strategic for d in decisions)
+
+
+def test_model_failure_survives_restart_when_state_is_restored() -> None:
+    """A strategy restored from a failed one's state HOLDs without running the model, so a
+    resumed run decides what the uninterrupted one did."""
+    healthy = fresh_model("hrm", preset="tiny", seed=2)
+    broken = _ExplodingHRM(HRMConfig.preset("tiny"), seed=2).eval()
+    failed = HRMStrategy(LoadedModel(broken, healthy.meta), device="cpu", strategic_every=EVERY)
+    stream = _pair()
+    while failed.halted_reason is None:
+        failed.decide(stream.step())
+    restored = HRMStrategy(healthy, device="cpu", strategic_every=EVERY)
+    restored.load_state_dict(failed.state_dict())
+    assert restored.halted_reason == failed.halted_reason
+    decisions = [d for _ in range(2 * EVERY) for d in restored.decide(stream.step())]
+    assert all(d.action is Action.HOLD and d.act_steps == 0 for d in decisions)
