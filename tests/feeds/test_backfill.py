@@ -177,6 +177,54 @@ async def test_transient_error_is_raised_when_10006_outlasts_max_attempts(
     assert _kline_queries(fake) == 3
 
 
+@pytest.mark.parametrize("ret_code", [10016, 10000])
+async def test_server_fault_is_retried_with_backoff_when_it_comes_twice(
+    fake: FakeBybit,
+    make_backfill: Callable[..., RestBackfill],
+    sleep: _RecordingSleep,
+    ret_code: int,
+) -> None:
+    """Bybit's server error/timeout (HTTP 200) costs a backoff delay each, then the bars arrive."""
+    fake.fail_next_calls(2, ret_code=ret_code)
+    async with make_backfill() as backfill:
+        bars = await backfill.warm_up("BTCUSDT", bars=10, now_ms=fake.now_ms)
+    assert bars == _rest(_BTC[_HISTORY - 10 : _HISTORY])
+    assert len(sleep.delays_s) == 2
+    assert all(0.0 <= delay_s <= 4.0 for delay_s in sleep.delays_s)
+    assert _kline_queries(fake) == 3
+
+
+@pytest.mark.parametrize("ret_code", [10016, 10000])
+async def test_server_time_is_retried_when_a_server_fault_comes_once(
+    fake: FakeBybit,
+    make_backfill: Callable[..., RestBackfill],
+    sleep: _RecordingSleep,
+    ret_code: int,
+) -> None:
+    """The first call of a catch-up (server time) survives a server fault too."""
+    fake.fail_next_calls(1, ret_code=ret_code)
+    async with make_backfill() as backfill:
+        now_ms = await backfill.server_time_ms()
+    assert now_ms == fake.now_ms
+    assert len(sleep.delays_s) == 1
+
+
+@pytest.mark.parametrize("ret_code", [10016, 10000])
+async def test_transient_error_is_raised_when_a_server_fault_outlasts_max_attempts(
+    fake: FakeBybit,
+    make_backfill: Callable[..., RestBackfill],
+    sleep: _RecordingSleep,
+    ret_code: int,
+) -> None:
+    """A server fault that never clears ends in TransientError after max_attempts calls."""
+    fake.fail_next_calls(100, ret_code=ret_code)
+    async with make_backfill(max_attempts=3) as backfill:
+        with pytest.raises(TransientError, match=f"failed 3 times.*retCode {ret_code}"):
+            await backfill.warm_up("BTCUSDT", bars=10, now_ms=fake.now_ms)
+    assert len(sleep.delays_s) == 2
+    assert _kline_queries(fake) == 3
+
+
 async def test_config_error_names_symbol_when_symbol_is_unknown(
     fake: FakeBybit, make_backfill: Callable[..., RestBackfill], sleep: _RecordingSleep
 ) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidMessage,
+    InvalidStatus,
+)
 from websockets.http11 import Response
 
 from trader.errors import ConfigError, DataError, FatalError, TransientError
@@ -39,6 +47,35 @@ class _BybitError(Exception):
 
 def _handshake_rejected(status_code: int) -> InvalidStatus:
     return InvalidStatus(Response(status_code, "reason", Headers(), b""))
+
+
+@asynccontextmanager
+async def _handshake_server(reply: bytes) -> AsyncIterator[str]:
+    """A loopback TCP server that reads the upgrade request, writes `reply` and closes.
+
+    Yields the ``ws://`` URL to connect to.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"ws://127.0.0.1:{port}/v5/public/linear"
+
+
+async def _handshake_failure(reply: bytes) -> InvalidMessage:
+    """The exception websockets raises when the server answers the upgrade with `reply`."""
+    async with _handshake_server(reply) as url:
+        with pytest.raises(InvalidMessage) as info:
+            async with asyncio.timeout(5.0), connect(url, open_timeout=5.0):
+                pass
+    return info.value
 
 
 def test_window_doubles_from_base_when_attempts_fail() -> None:
@@ -142,3 +179,24 @@ def test_construction_fails_when_numbers_are_out_of_range(
 def test_failure_is_classified_when_attempt_fails(exc: BaseException, expected: str) -> None:
     """Network trouble, 429/5xx and Bybit 10006 retry; our verdicts, auth and bugs do not."""
     assert classify_failure(exc) == expected
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs"],
+    ids=["before_status_line", "inside_headers"],
+)
+async def test_handshake_is_retryable_when_server_closes_the_socket_during_it(
+    reply: bytes,
+) -> None:
+    """A TCP close mid-handshake (a restarting exchange or balancer) is the network failing."""
+    exc = await _handshake_failure(reply)
+    assert isinstance(exc.__cause__, EOFError)
+    assert classify_failure(exc) == "retryable"
+
+
+async def test_handshake_is_fatal_when_server_replies_with_something_other_than_http() -> None:
+    """A complete reply that is not HTTP is not a dropped connection: retrying repeats it."""
+    exc = await _handshake_failure(b"SSH-2.0-OpenSSH_9.6\r\n")
+    assert not isinstance(exc.__cause__, EOFError)
+    assert classify_failure(exc) == "fatal"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -96,6 +97,56 @@ async def _reconnected(feed: BybitKlineFeed) -> FeedReconnected:
     event = await _next(feed)
     assert isinstance(event, FeedReconnected), event
     return event
+
+
+class _HandshakeDropper:
+    """A loopback TCP proxy in front of the fake that can drop connections mid-handshake.
+
+    While `drops` is positive, each new connection has its upgrade request read and is then
+    closed without a reply (what a restarting exchange or load balancer does); every other
+    connection is piped to the fake unchanged.
+    """
+
+    def __init__(self, upstream_url: str) -> None:
+        self._upstream = upstream_url.removeprefix("ws://").partition("/")[0].rpartition(":")
+        self._server: asyncio.Server | None = None
+        self.drops = 0
+        self.dropped = 0
+        self.url = ""
+
+    async def __aenter__(self) -> _HandshakeDropper:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/v5/public/linear"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.drops > 0:
+            self.drops -= 1
+            await reader.readuntil(b"\r\n\r\n")
+            self.dropped += 1
+            writer.close()
+            return
+        host, _, port = self._upstream
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until either side ends; then close the writing side."""
+    try:
+        # An abort on either side ends the copy; closing below then ends the other direction.
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+    finally:
+        writer.close()
 
 
 def _feed_tasks() -> list[str]:
@@ -332,3 +383,20 @@ async def test_enter_raises_without_retrying_when_the_handshake_is_refused(
             await feed.__aenter__()
     assert sleep.delays == []
     assert _feed_tasks() == []
+
+
+async def test_reconnects_when_the_server_closes_the_socket_during_the_handshake(
+    fake: FakeBybit, make_feed: Callable[..., BybitKlineFeed], sleep: _RecordingSleep
+) -> None:
+    """A handshake cut off by a TCP close is a network failure: the feed backs off and retries."""
+    async with _HandshakeDropper(fake.ws_url) as proxy, make_feed(ws_url=proxy.url) as feed:
+        proxy.drops = 2
+        fake.abort_connections()
+        event = await _reconnected(feed)
+        await fake.advance_bars(1)
+        bars = await _bars(feed, 2)
+        assert feed.state is FeedState.STREAMING
+    assert proxy.dropped == 2
+    assert len(sleep.delays) == 3  # the dropped connection, then each cut-off handshake
+    assert event.last_starts == {}
+    assert [e.bar.start_ms for e in bars] == [_BTC[_HISTORY].start_ms] * 2

@@ -442,6 +442,29 @@ async def test_rest_answers_plain_text_403_when_next_calls_are_forbidden(
         assert response.status == 200
 
 
+@pytest.mark.parametrize("ret_code", [10016, 10000])
+async def test_rest_answers_server_fault_on_http_200_when_next_calls_fail(
+    fake: FakeBybit, ret_code: int
+) -> None:
+    """fail_next_calls(1) answers one call of any route with the retCode on HTTP 200.
+
+    Plain ccxt maps it to an ExchangeError that is not a NetworkError, as it does for Bybit's.
+    """
+    fake.fail_next_calls(1, ret_code=ret_code)
+    exchange = ccxt_async.bybit()
+    exchange.urls["api"]["public"] = exchange.urls["api"]["private"] = fake.rest_url
+    try:
+        with pytest.raises(ccxt_async.ExchangeError) as info:
+            await exchange.public_get_v5_market_time()
+        second = await exchange.public_get_v5_market_time()
+    finally:
+        await exchange.close()
+    assert not isinstance(info.value, ccxt_async.NetworkError)
+    assert f'"retCode": {ret_code}' in str(info.value)
+    assert second["retCode"] == 0
+    assert [query.path for query in fake.rest_queries] == ["/v5/market/time"] * 2
+
+
 async def test_time_reports_exchange_clock_when_bars_advance(
     fake: FakeBybit, http: aiohttp.ClientSession
 ) -> None:

@@ -3,8 +3,9 @@
 Owns the virtual exchange clock and the candles it serves (`FakeMarket`, sans-I/O), the kline push
 frames of reference bybit-v5.md A6/A7 (several confirm=false updates of the forming bar, then
 exactly one confirm=true at rollover), the kline faults (paused pushes, dropped, duplicated and
-out-of-order confirms, NaN and non-JSON frames) and the composition of the two servers in
-`fake_bybit_ws` and `fake_bybit_rest`, both bound to 127.0.0.1 on OS-assigned ports. Time moves
+out-of-order confirms, NaN and non-JSON frames), the REST server-fault switch (retCode 10000 and
+10016 with HTTP 200, B1) and the composition of the two servers in `fake_bybit_ws` and
+`fake_bybit_rest`, both bound to 127.0.0.1 on OS-assigned ports. Time moves
 only when a test calls `advance_bars`, so nothing here waits on the wall clock. It must not be
 imported by the daemon.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from tests.support.fake_bybit_rest import FakeBybitRest, FakeInstrument, RestQuery
+from aiohttp import web
+
+from tests.support.fake_bybit_rest import FakeBybitRest, FakeInstrument, MarketView, RestQuery
 from tests.support.fake_bybit_ws import FakeBybitWs, WsRequest
 from trader.domain import Bar, interval_ms
 from trader.replay.recording import format_decimal
@@ -27,6 +30,14 @@ CONFIRM_DELAY_MS = 12
 #: How long before a push its last trade happened.
 _TRADE_LEAD_MS = 1
 _TOPIC = re.compile(r"kline\.(?P<interval>[^.]+)\.(?P<symbol>[^.]+)")
+#: Bybit's transient server-side retCodes (B1) and a retMsg for each. Neither message contains
+#: "Request timeout", so ccxt maps both to a plain ExchangeError, as it does for Bybit's own.
+SERVER_FAULTS: Mapping[int, str] = {
+    10000: "Server Timeout",
+    10016: "System error. Please try again later.",
+}
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FakeMarket:
@@ -168,6 +179,36 @@ def _places(value: float) -> int:
     return len(text) - text.index(".") - 1 if "." in text else 0
 
 
+class _FaultyRest(FakeBybitRest):
+    """`FakeBybitRest` with one more fault: Bybit's server errors, retCode 10000/10016 on HTTP 200.
+
+    The fault sits inside the recording and 403 wrapper, so faulted calls are still recorded and
+    a pending 403 is answered first.
+    """
+
+    def __init__(self, market: MarketView, instruments: Mapping[str, FakeInstrument]) -> None:
+        super().__init__(market, instruments)
+        self._server_fault_code = 0
+        self._server_fault_calls = 0
+
+    def fail_next_calls(self, count: int, ret_code: int) -> None:
+        """Answer the next `count` calls to any route with `ret_code` (a key of SERVER_FAULTS)."""
+        if ret_code not in SERVER_FAULTS:
+            raise ValueError(f"ret_code must be one of {sorted(SERVER_FAULTS)}, got {ret_code}")
+        self._server_fault_code = ret_code
+        self._server_fault_calls = count
+
+    def _guarded(self, handler: _Handler) -> _Handler:
+        async def faulted(request: web.Request) -> web.StreamResponse:
+            if self._server_fault_calls > 0:
+                self._server_fault_calls -= 1
+                code = self._server_fault_code
+                return self._envelope(code, SERVER_FAULTS[code], {})
+            return await handler(request)
+
+        return super()._guarded(faulted)
+
+
 class FakeBybit:
     """A real websockets + aiohttp Bybit v5 fake on 127.0.0.1, driven by an explicit clock.
 
@@ -191,7 +232,7 @@ class FakeBybit:
     ) -> None:
         self.market = FakeMarket(bars, updates_per_bar=updates_per_bar, start_ms=start_ms)
         self.ws = FakeBybitWs(self.market.is_topic_served)
-        self.rest = FakeBybitRest(self.market, instruments or {})
+        self.rest = _FaultyRest(self.market, instruments or {})
         self.pushes_paused = False
         self._drop_confirm: set[str] = set()
         self._duplicate_confirm: set[str] = set()
@@ -339,6 +380,13 @@ class FakeBybit:
     def forbid_next_calls(self, count: int = 1) -> None:
         """Answer the next `count` REST calls with a plain-text HTTP 403."""
         self.rest.forbid_next_calls(count)
+
+    def fail_next_calls(self, count: int = 1, *, ret_code: int = 10016) -> None:
+        """Answer the next `count` REST calls with Bybit's server error `ret_code` (HTTP 200).
+
+        `ret_code` is 10016 "server error" or 10000 "server timeout" (SERVER_FAULTS).
+        """
+        self.rest.fail_next_calls(count, ret_code)
 
     async def _push_confirm(self, symbol: str, closed_ms: int, *, share_data: bool) -> None:
         """The rollover push for one symbol, with the confirm faults applied."""

@@ -4,7 +4,8 @@ Owns one `ccxt.async_support.bybit` instance (linear markets only, ccxt's own ra
 the newest-first paging of ``GET /v5/market/kline``, dropping the still-forming candle, and the
 retry policy around each HTTP call:
 
-    ccxt NetworkError (10006 RateLimitExceeded, 429, 5xx, timeouts, refused connections)
+    ccxt NetworkError (10006 RateLimitExceeded, 429, 5xx, timeouts, refused connections),
+    and retCode 10000 (server timeout) or 10016 (server error) on an HTTP 200
         -> wait `Backoff.next_delay_s()`, retry, TransientError after `max_attempts` calls
     HTTP 403 (Bybit's IP ban: stop all HTTP for >= 10 min)
         -> wait `forbidden_pause_s`, retry (counts as an attempt too)
@@ -15,6 +16,12 @@ A 403 is detected on the response itself: ccxt calls `on_rest_response(code, ...
 HTTP reply before mapping errors, and our subclass raises `_IpBanned` there when the code is 403.
 That needs no shared "last status" state and no parsing of ccxt's exception text (ccxt would
 otherwise raise ExchangeNotAvailable, a NetworkError indistinguishable from a 5xx).
+
+Bybit's transient server-side failures 10000 and 10016 (reference B1) arrive as business errors
+with HTTP 200, which ccxt maps to a plain ExchangeError (10016 by its code table, 10000 by
+default), the class every request-level error shares. Our subclass checks the parsed body's
+``retCode`` in `handle_errors`, before ccxt maps it, and raises `_ServerFault`, a NetworkError,
+so these take the retry path above instead of ending the daemon on the first reply.
 
 Rows that fail `validate_bar` (or cannot be parsed) are skipped, logged as
 ``backfill_row_rejected`` and counted per reason in `RestBackfill.rejected_rows`.
@@ -46,6 +53,8 @@ KLINE_PAGE_LIMIT_MAX = 1000
 #: Bybit asks clients to stop all HTTP for at least 10 minutes after a 403 (B1).
 FORBIDDEN_PAUSE_S_DEFAULT = 600.0
 _HTTP_FORBIDDEN = 403
+#: Bybit's server-side transient retCodes (B1): 10000 server timeout, 10016 server error.
+_SERVER_FAULT_RET_CODES = frozenset({10000, 10016})
 _ROW_FIELDS = 7  # start, open, high, low, close, volume, turnover: all strings
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -55,8 +64,12 @@ class _IpBanned(ccxt_async.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt 
     """An HTTP 403 from Bybit; still an ExchangeNotAvailable for ccxt-aware callers."""
 
 
+class _ServerFault(ccxt_async.ExchangeNotAvailable):  # type: ignore[misc]  # ccxt is untyped
+    """Bybit retCode 10000 or 10016 on an HTTP 200: the server failed, so retrying may succeed."""
+
+
 class _Bybit(ccxt_async.bybit):  # type: ignore[misc]  # ccxt is untyped
-    """ccxt's bybit with a 403 that can be told apart from a 5xx."""
+    """ccxt's bybit with a 403 told apart from a 5xx, and Bybit's server faults retryable."""
 
     def on_rest_response(
         self,
@@ -79,6 +92,35 @@ class _Bybit(ccxt_async.bybit):  # type: ignore[misc]  # ccxt is untyped
             method,
             response_headers,
             response_body,
+            request_headers,
+            request_body,
+        )
+
+    def handle_errors(
+        self,
+        code: int,
+        reason: str,
+        url: str,
+        method: str,
+        headers: Any,
+        body: str,
+        response: Any,
+        request_headers: Any,
+        request_body: Any,
+    ) -> Any:
+        """Raise `_ServerFault` on retCode 10000/10016, else defer to ccxt's error mapping."""
+        # safe_integer: Bybit sends retCode as a number, but a string must not slip through.
+        ret_code = self.safe_integer(response, "retCode") if isinstance(response, dict) else None
+        if ret_code in _SERVER_FAULT_RET_CODES:
+            raise _ServerFault(f"{self.id} {method} {url} retCode {ret_code} {body[:200]}")
+        return super().handle_errors(
+            code,
+            reason,
+            url,
+            method,
+            headers,
+            body,
+            response,
             request_headers,
             request_body,
         )

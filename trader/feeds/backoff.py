@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from trader.errors import ConfigError, FatalError, TransientError
 
@@ -113,7 +113,13 @@ def classify_failure(exc: BaseException) -> FailureClass:
        other code is fatal, since Bybit's other codes describe the request, not the moment.
     4. `TransientError`, `ConnectionClosed`, `OSError` (which covers `ConnectionError`) and
        `TimeoutError`: retryable. The network failed, not the request.
-    5. Anything else, `CancelledError` and other non-`Exception`s included: fatal. An error we
+    5. websockets' `InvalidMessage` caused by an `EOFError`: retryable. The server closed the
+       TCP connection before its handshake reply was complete (an exchange or load balancer
+       restarting, A8), which is the network failing too; websockets' own reconnect loop
+       (`process_exception`) retries it for the same reason. An `InvalidMessage` with any other
+       cause is a complete but malformed reply (not HTTP, or past websockets' size limits),
+       which the same server would send again: fatal.
+    6. Anything else, `CancelledError` and other non-`Exception`s included: fatal. An error we
        did not foresee is a bug, and the daemon fails fast rather than reconnecting around it.
 
     Args:
@@ -134,6 +140,8 @@ def classify_failure(exc: BaseException) -> FailureClass:
     if type(ret_code) is int:
         return "retryable" if ret_code == BYBIT_RATE_LIMIT_RET_CODE else "fatal"
     if isinstance(exc, TransientError | ConnectionClosed | OSError | TimeoutError):
+        return "retryable"
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
         return "retryable"
     return "fatal"
 
