@@ -10,6 +10,10 @@ in reverse order after a final committed flush. MQTT control commands are stored
 systemd hears READY once every topic is subscribed, STOPPING when the stop begins, and WATCHDOG
 and STATUS from the session loop.
 
+A stop while the feed is still connecting ends start-up at once, as a normal stop. A recording
+that cannot be written ends the daemon like any fatal error, and so does a database writer that
+failed for good, after trading is halted and the halt is published on MQTT.
+
 It must not hold trading logic (the engine), the live event order (the session) or argument
 parsing (the CLI).
 """
@@ -122,15 +126,19 @@ async def run_daemon(
         await ensure_schema(db)
         run_id, snapshot = await _open_run(db, settings, options)
         async with AsyncExitStack() as stack:
-            writer = await stack.enter_async_context(build_writer(db, settings.database))
+            halt = _HaltOnWriterFailure(wall_ms)
+            writer = await stack.enter_async_context(
+                build_writer(db, settings.database, on_fatal=halt)
+            )
             bus = build_bus(settings.mqtt)
             if bus is not None:
                 await stack.enter_async_context(bus)
                 stack.push_async_callback(_flush_bus, bus)
             engine = build_engine(settings, run_id=run_id, sink=writer, publisher=bus)
+            halt.engine = engine
             if snapshot is not None:
                 await _restore(db, engine, settings, snapshot)
-            recording = _open_recording(settings, options, stack)
+            recording = _open_recording(settings, options, stack, wall_ms)
             rng = random.Random()
             backfill = await stack.enter_async_context(
                 RestBackfill(
@@ -147,7 +155,16 @@ async def run_daemon(
                 wall_ms=wall_ms,
                 on_frame=recording.write_frame if recording is not None else None,
             )
-            await _enter_feed(stack, feed, settings)
+            halt.feed = feed
+            if not await _enter_feed(stack, feed, settings, stop):
+                notifier.stopping()
+                log.info("daemon_stopped_while_connecting", run_id=run_id)
+                return DaemonSummary(
+                    run_id=run_id,
+                    resumed=snapshot is not None,
+                    counters=SessionCounters(),
+                    reconnects=feed.reconnects,
+                )
             notifier.ready()
             log.info("daemon_started", run_id=run_id, resumed=snapshot is not None)
             controls = DatabaseControls(db)
@@ -163,11 +180,12 @@ async def run_daemon(
                 ),
                 grace_ms=round(settings.feed.confirm_grace_s * 1_000),
                 notifier=notifier,
-                on_rest_bar=_rest_recorder(recording, wall_ms),
+                on_rest_bar=recording.write_rest_bar if recording is not None else None,
                 controls=controls,
                 on_state=bus.publish_state if bus is not None else None,
                 on_heartbeat=partial(bus.publish, "heartbeat") if bus is not None else None,
             )
+            halt.session = session
             mqtt_control = (
                 asyncio.create_task(
                     _mqtt_control_loop(bus.control(), db, run_id, controls, session.poke_controls),
@@ -177,7 +195,7 @@ async def run_daemon(
                 else None
             )
             try:
-                await session.run(stop)
+                await _run_session(session, stop, recording, settings.recorder.flush_interval_s)
             except Exception:
                 # Fail fast and commit nothing more: the failure may have struck mid-slice,
                 # and the restart continues cleanly from the last committed slice.
@@ -234,6 +252,67 @@ class DatabaseControls:
         await control.mark_applied(self._db, event.id, datetime.now(UTC))
 
 
+class _HaltOnWriterFailure:
+    """The writer's `on_fatal`: trading HALTED with the cause, and MQTT told, before the exit.
+
+    Nothing can be committed any more, so the halt is for whoever watches the bus: the retained
+    state must not go on saying ACTIVE for a daemon that is exiting. The risk event leaves
+    through the engine's publisher, the state through the session; the bus is flushed on the
+    way out. Best effort: it runs on the writer's task, so a failure here is logged, not raised.
+    The daemon fills in the parts as it builds them (the writer comes first).
+    """
+
+    def __init__(self, wall_ms: Callable[[], int]) -> None:
+        self._wall_ms = wall_ms
+        self.engine: Engine | None = None
+        self.feed: BybitKlineFeed | None = None
+        self.session: LiveSession | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        # The first line names the cause; SQLAlchemy appends the whole statement after it.
+        cause = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        try:
+            exchange_ms = self.feed.exchange_time_ms if self.feed is not None else None
+            now_ms = exchange_ms if exchange_ms is not None else self._wall_ms()
+            engine.halt_on_error(f"database writes failed: {cause}", now_ms)
+            if self.session is not None:
+                self.session.publish_state()
+        except Exception:  # the writer's task boundary: the exit goes ahead regardless
+            log.exception("writer_failure_halt_failed", run_id=engine.run_id)
+            return
+        log.error("trading_halted", run_id=engine.run_id, reason="database writes failed")
+
+
+async def _run_session(
+    session: LiveSession,
+    stop: asyncio.Event,
+    recording: _LiveRecording | None,
+    flush_interval_s: float,
+) -> None:
+    """Run the session; beside it, flush the recording every `flush_interval_s`, as `trader
+    record` does, so a crash loses at most that much. A failed flush ends the session."""
+    if recording is None:
+        await session.run(stop)
+        return
+    running = asyncio.create_task(session.run(stop), name="daemon.session")
+    flushing = asyncio.create_task(
+        recording.flush_every(flush_interval_s), name="daemon.recording_flush"
+    )
+    try:
+        await asyncio.wait({running, flushing}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        flushing.cancel()
+        if not running.done():
+            running.cancel()
+        await asyncio.gather(running, flushing, return_exceptions=True)
+    if not flushing.cancelled() and (failure := flushing.exception()) is not None:
+        raise failure
+    running.result()
+
+
 async def _mqtt_control_loop(
     outcomes: AsyncIterable[ControlOutcome],
     db: AsyncEngine,
@@ -276,17 +355,40 @@ async def _flush_bus(bus: MqttBus) -> None:
         log.warning("mqtt_events_unsent", waiting=bus.stats().waiting)
 
 
-async def _enter_feed(stack: AsyncExitStack, feed: BybitKlineFeed, settings: Settings) -> None:
-    """Connect and subscribe within `feed.startup_timeout_s`, or fail with one clear line."""
+async def _enter_feed(
+    stack: AsyncExitStack, feed: BybitKlineFeed, settings: Settings, stop: asyncio.Event
+) -> bool:
+    """Connect and subscribe within `feed.startup_timeout_s`, or fail with one clear line.
+
+    Returns False, the feed left, when `stop` is set first: systemd's stop timeout is shorter
+    than the start-up one, and a stop while the exchange is unreachable is no failure.
+    """
     timeout_s = settings.feed.startup_timeout_s
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(timeout_s):
-            await stack.enter_async_context(feed)
+        async with asyncio.timeout(timeout_s) as deadline:
+            entering = True
+
+            def stop_now(waiter: asyncio.Task[Any]) -> None:
+                # The deadline moved to now cancels the entry exactly as the timeout would.
+                if entering and not waiter.cancelled() and not deadline.expired():
+                    deadline.reschedule(loop.time())
+
+            waiter = loop.create_task(stop.wait(), name="daemon.startup_stop")
+            waiter.add_done_callback(stop_now)
+            try:
+                await stack.enter_async_context(feed)
+            finally:
+                entering = False
+                waiter.cancel()
     except TimeoutError as exc:
+        if stop.is_set():
+            return False
         raise FatalError(
             f"could not connect to {settings.feed.ws_url} and subscribe within {timeout_s:g} s "
             "(feed.startup_timeout_s); is the exchange reachable?"
         ) from exc
+    return True
 
 
 async def _open_run(
@@ -356,8 +458,8 @@ async def _restore(
 
 
 def _open_recording(
-    settings: Settings, options: DaemonOptions, stack: AsyncExitStack
-) -> RotatingRecording | None:
+    settings: Settings, options: DaemonOptions, stack: AsyncExitStack, wall_ms: Callable[[], int]
+) -> _LiveRecording | None:
     if options.record_dir is None:
         return None
     try:
@@ -373,17 +475,79 @@ def _open_recording(
         rotate_interval_s=section.rotate_interval_s,
         compress=section.compress,
     )
-    stack.callback(recording.close)
-    return recording
+    live = _LiveRecording(recording, wall_ms)
+    stack.callback(live.close)
+    return live
 
 
-def _rest_recorder(
-    recording: RotatingRecording | None, wall_ms: Callable[[], int]
-) -> Callable[[Bar], None] | None:
-    if recording is None:
-        return None
+class _LiveRecording:
+    """`--record` as the daemon writes it: a failed write is fatal, flushes are timed.
 
-    def write(bar: Bar) -> None:
-        recording.write_rest_bar(wall_ms(), bar)
+    Frames are written inside the feed's receive path, whose connection loop retries every
+    OSError as a network failure: a full disk raised as OSError there would reconnect forever
+    while nothing trades. So a failed write (or flush) becomes `FatalError`, which ends the feed
+    and with it the session, as in `trader record`; later writes raise it again.
+    """
 
-    return write
+    def __init__(self, recording: RotatingRecording, wall_ms: Callable[[], int]) -> None:
+        self._recording = recording
+        self._wall_ms = wall_ms
+        self._failure: FatalError | None = None
+
+    def write_frame(self, recv_ms: int, text: str) -> None:
+        """The feed's `on_frame`.
+
+        Raises:
+            FatalError: The recording cannot be written.
+        """
+        self._raise_if_failed()
+        try:
+            self._recording.write_frame(recv_ms, text)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def write_rest_bar(self, bar: Bar) -> None:
+        """The session's `on_rest_bar`, stamped with the wall clock like a frame.
+
+        Raises:
+            FatalError: The recording cannot be written.
+        """
+        self._raise_if_failed()
+        try:
+            self._recording.write_rest_bar(self._wall_ms(), bar)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    async def flush_every(self, interval_s: float) -> None:
+        """Hand buffered lines to the OS every `interval_s` (`recorder.flush_interval_s`).
+
+        Raises:
+            FatalError: A flush failed.
+        """
+        while True:
+            # A periodic timer, not a synchronisation wait.
+            await asyncio.sleep(interval_s)
+            self._raise_if_failed()
+            try:
+                self._recording.flush()
+            except OSError as exc:
+                raise self._fail(exc) from exc
+
+    def close(self) -> None:
+        """Finish the open file. After a failure a failing close is only logged: the failure
+        that ended the daemon is the one to report."""
+        try:
+            self._recording.close()
+        except OSError as exc:
+            if self._failure is None:
+                raise self._fail(exc) from exc
+            log.warning("recording_close_failed", error=str(exc))
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, exc: OSError) -> FatalError:
+        log.error("recording_failed", error=str(exc))
+        self._failure = FatalError(f"cannot write the recording: {exc}")
+        return self._failure

@@ -37,7 +37,11 @@ WRITER_SWITCH_INTERVAL_S = 0.001
 
 
 def build_writer(
-    db: AsyncEngine, section: DatabaseSettings, *, replay: bool = False
+    db: AsyncEngine,
+    section: DatabaseSettings,
+    *,
+    replay: bool = False,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> BatchWriter:
     """The single batching writer, configured from the `[database]` section.
 
@@ -50,6 +54,8 @@ def build_writer(
     A replay (`replay=True`) commits SQLite on the loop's own thread: nothing else needs the
     loop meanwhile, and that measured faster than a writer thread on the 2-vCPU VM
     (bench/replay_throughput.py).
+
+    `on_fatal` hears once when the writer fails for good (the daemon halts trading on it).
     """
     if is_file_sqlite(db) and not replay:
         sys.setswitchinterval(min(sys.getswitchinterval(), WRITER_SWITCH_INTERVAL_S))
@@ -60,6 +66,7 @@ def build_writer(
         retry_backoff_s=section.write_retry_backoff_s,
         enqueue_timeout_s=section.enqueue_timeout_s,
         sqlite_on_loop_thread=replay,
+        on_fatal=on_fatal,
     )
 
 

@@ -236,5 +236,8 @@ async def test_broker_outage_stops_neither_trading_nor_the_database_kill(tmp_pat
             await daemon.until_positioned()
             await _request(db, ControlCommand.KILL)
             await until(lambda: daemon.applied() and not daemon.open_positions(), what="flat")
+            orders_after_kill = daemon.orders()
             await daemon.bars(2)
+            assert daemon.orders() == orders_after_kill  # nothing opens while killed
+            assert daemon.open_positions() == {}
             daemon.stop.set()
