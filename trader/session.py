@@ -9,8 +9,9 @@ the recording, so that replaying the recording reproduces the session. Live slic
 and committed before the next event is taken; catch-up batches flush by the engine's policy.
 
 It also applies operator commands (kill, resume, flatten from `control_events`) before trading
-starts and then between slices, committing their effects before they count as applied; pings
-the systemd watchdog from this loop (a hung loop stops the pings); keeps the STATUS line
+starts, between slices and while a catch-up waits on REST, committing their effects before they
+count as applied; pings the systemd watchdog from this loop, REST waits included (a hung loop
+stops the pings); keeps the STATUS line
 current; and hands the trading state and a heartbeat to the bus. It must not build components
 (`trader.daemon` does), parse frames or validate bars (the feed does), or hold trading logic
 (the engine does).
@@ -127,6 +128,7 @@ class LiveSession:
         self._interval = interval
         self._interval_ms = interval_ms(interval)
         self._warmup_bars = warmup_bars
+        self._grace_ms = grace_ms
         self._notifier = notifier
         self._on_rest_bar = on_rest_bar
         self._controls = controls
@@ -166,7 +168,7 @@ class LiveSession:
                 elif isinstance(event, FeedReconnected):
                     self._backfill_due = True
                 if self._needs_backfill():
-                    await self._until_stopped(self._catch_up(), stop_waiter)
+                    await self._catch_up(stop_waiter)
                 await self._process(self._assembler.ready(), live=True)
                 # After the slice, not before: the poll's query must not delay a decision.
                 await self._apply_controls()
@@ -192,7 +194,9 @@ class LiveSession:
         """Check for commands at the loop's next turn (a command just arrived)."""
         self._next_control_s = 0.0
 
-    def _publish_state(self) -> None:
+    def publish_state(self) -> None:
+        """Hand the trading state to `on_state` (the retained MQTT state); also called by the
+        daemon when it halts trading on a failure outside this loop."""
         if self._on_state is None:
             return
         engine = self._engine
@@ -244,7 +248,7 @@ class LiveSession:
         await engine.flush(wait=True)
         for event in events:
             await self._controls.applied(event)
-        self._publish_state()
+        self.publish_state()
 
     def _on_confirmed(self, event: ConfirmedBar) -> None:
         bar = event.bar
@@ -259,30 +263,38 @@ class LiveSession:
             return False
         return time.monotonic() >= self._next_timed_backfill_s
 
-    async def _until_stopped(
+    async def _while_waiting(
         self, work: Coroutine[Any, Any, T], stop_waiter: asyncio.Task[Any]
     ) -> T:
-        """Await `work`, abandoning it (cancelled) when the stop event fires first."""
-        task = asyncio.create_task(work, name="session.backfill")
-        done, _ = await asyncio.wait({task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise _Stopped
+        """Await `work` (REST calls) while this loop goes on beating and applying commands.
 
-    async def _catch_up(self) -> None:
+        REST may take minutes (retries, the 403 pause): the watchdog must still hear from the
+        loop and a kill must still apply. `work` runs as a task of its own and touches only the
+        assembler, while this loop touches only the engine, so neither sees the other half-done.
+        The work is abandoned (cancelled) when the stop event fires first or this loop fails.
+        """
+        task = asyncio.create_task(work, name="session.backfill")
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {task, stop_waiter}, timeout=TICK_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if task in done:
+                    return task.result()
+                if stop_waiter in done:
+                    raise _Stopped
+                self._beat()
+                await self._apply_controls()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _catch_up(self, stop_waiter: asyncio.Task[Any]) -> None:
         """Fetch every missing closed bar over REST, then run the slices it completes."""
         self._backfill_due = False
         self._next_timed_backfill_s = time.monotonic() + RETRY_BACKFILL_S
-        now_ms = await self._backfill.server_time_ms()
-        forming_ms = now_ms - now_ms % self._interval_ms
-        through_ms = forming_ms - self._interval_ms
-        for symbol in self._symbols:
-            newest = await self._fetch(symbol, now_ms, forming_ms)
-            if newest is not None:
-                # REST may trail the stream by a moment; never settle past what it returned.
-                through_ms = min(through_ms, max(newest, self._assembler.last_start_ms))
+        through_ms = await self._while_waiting(self._fetch_missing(), stop_waiter)
         self.counters.backfills += 1
         slices = self._assembler.settle_through(through_ms) + self._assembler.ready()
         await self._process(slices, live=False)
@@ -292,6 +304,23 @@ class LiveSession:
             # walk all of it, from landing in a live slice's latency.
             gc.collect()
             gc.freeze()
+
+    async def _fetch_missing(self) -> int:
+        """Hand every symbol's missing closed bars to the assembler; the start to settle through."""
+        now_ms = await self._backfill.server_time_ms()
+        forming_ms = now_ms - now_ms % self._interval_ms
+        through_ms = forming_ms - self._interval_ms
+        # The newest bar whose confirm grace has surely run out by exchange time.
+        final_ms = now_ms - self._grace_ms
+        final_through_ms = final_ms - final_ms % self._interval_ms - self._interval_ms
+        for symbol in self._symbols:
+            newest = await self._fetch(symbol, now_ms, forming_ms)
+            # REST may trail the stream by a moment: never settle past what it returned, and
+            # when it returned nothing, not past the bars whose grace is over (the symbol's
+            # confirm may still be on its way; a slice released without it would refuse it).
+            cap_ms = final_through_ms if newest is None else newest
+            through_ms = min(through_ms, max(cap_ms, self._assembler.last_start_ms))
+        return through_ms
 
     async def _fetch(self, symbol: str, now_ms: int, forming_ms: int) -> int | None:
         """Hand `symbol`'s missing closed bars to the assembler; the newest start REST had."""
@@ -330,15 +359,16 @@ class LiveSession:
                 await engine.flush()
             if self.counters.slices % _YIELD_EVERY_SLICES == 0:
                 # A long catch-up must not starve the feed's pings and watchdogs (nor the
-                # writer) of the loop.
+                # writer) of the loop, nor keep a kill waiting until it ends.
                 await asyncio.sleep(0)
+                await self._apply_controls()
             self._beat()
         # A live slice is committed before the next event: a crash now loses nothing.
         await engine.flush(wait=live)
         if live:
             committed_ns = self._clock_ns()
             self.commit_latency_us.extend((committed_ns - ns) // 1_000 for ns in received)
-            self._publish_state()
+            self.publish_state()
         self._status(slices[-1][0].start_ms)
 
     def _beat(self) -> None:
