@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trader.domain import Bar, BarSource
@@ -357,3 +358,19 @@ async def test_fetch_bars_returns_the_half_open_range_when_bars_surround_it(
             BarSource.WS,
         ),
     ]
+
+
+async def test_insert_risk_event_keeps_distinct_details_when_written_twice(
+    engine: AsyncEngine,
+) -> None:
+    """Rejections at one instant differing only in detail are both stored, each exactly once."""
+    await _create(engine)
+    for _ in range(2):
+        for detail in ("forged signature", "unknown command"):
+            await repository.insert_risk_event(
+                engine, run_id=RUN, ts_ms=T0_MS, kind="control_rejected", symbol="", detail=detail
+            )
+    async with engine.connect() as conn:
+        stored = await conn.execute(text("SELECT detail FROM risk_events ORDER BY id"))
+        details = stored.scalars().all()
+    assert details == ["forged signature", "unknown command"]

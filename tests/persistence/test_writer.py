@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -237,6 +238,40 @@ async def test_row_counts_stay_equal_when_the_same_batch_is_submitted_twice(
         await writer.submit(_trade_batch())
         await writer.flush()
     assert await _counts(engine) == first
+
+
+def _risk_event(kind: str, detail: str) -> Row:
+    return {"run_id": RUN, "ts_ms": T0_MS, "kind": kind, "symbol": "", "detail": detail}
+
+
+async def test_every_risk_event_is_kept_when_events_share_instant_kind_and_symbol(
+    engine: AsyncEngine,
+) -> None:
+    """Events told apart only by their detail (kill, resume and kill again in one control poll,
+    a reason too long for PostgreSQL to index) are all stored, and writing them again adds none."""
+    long_reason = "".join(hashlib.sha256(bytes([i])).hexdigest() for i in range(100))
+    events = [
+        _risk_event("halted", "kill: first kill"),
+        _risk_event("active", "resume: oops"),
+        _risk_event("halted", "kill: second kill"),
+        _risk_event("halted", f"kill: {long_reason}"),
+    ]
+    async with _writer(engine) as writer:
+        await writer.submit(WriteBatch(risk_events=[dict(row) for row in events]))
+        await writer.submit(WriteBatch(risk_events=[dict(row) for row in events]))
+        await writer.flush()
+    table = Base.metadata.tables["risk_events"]
+    async with engine.connect() as conn:
+        stored = await conn.execute(
+            select(table.c.kind, table.c.detail, table.c.detail_sha256).order_by(table.c.id)
+        )
+        rows = stored.all()
+    assert [(kind, detail) for kind, detail, _ in rows] == [
+        (row["kind"], row["detail"]) for row in events
+    ]
+    assert [digest for _, _, digest in rows] == [
+        hashlib.sha256(row["detail"].encode()).hexdigest() for row in events
+    ]
 
 
 async def test_order_status_is_updated_when_a_later_row_has_the_same_id(

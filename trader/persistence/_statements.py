@@ -22,7 +22,7 @@ from sqlalchemy.sql.expression import Executable
 
 from trader.persistence.batch import Row, RunStateSnapshot, WriteBatch
 from trader.persistence.database import insert_for
-from trader.persistence.models import Base
+from trader.persistence.models import Base, detail_sha256
 
 #: Batch fields in the order they are written: parents before the rows that reference them.
 WRITE_ORDER: Final = (
@@ -206,6 +206,8 @@ def compile_batch(statements: Statements, batch: WriteBatch, *, multi_row: bool)
         rows: list[Row] = getattr(batch, name)
         if name == "orders":
             rows = [_with_order_ids(row) for row in rows]
+        elif name == "risk_events":
+            rows = [_with_detail_digest(row) for row in rows]
         if rows:
             statement = statements.for_rows(name, rows)
             params = statement.encode(rows, convert=not multi_row)
@@ -230,6 +232,15 @@ def _with_order_ids(row: Row) -> Row:
         return row
     order_id = row.get("id", row.get("client_order_id"))
     return {**row, "id": order_id, "client_order_id": order_id}
+
+
+def _with_detail_digest(row: Row) -> Row:
+    """`risk_events.detail_sha256`, part of the natural key, is derived here from `detail`.
+
+    A missing detail is left for the database's NOT NULL check to reject with the batch.
+    """
+    detail = row.get("detail")
+    return {**row, "detail_sha256": None if detail is None else detail_sha256(detail)}
 
 
 def _snapshot_params(snapshot: RunStateSnapshot | None) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ supply. Defaults there are server-side.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +51,9 @@ NAMING_CONVENTION: dict[str, str] = {
 
 _SYMBOL = 32
 _LABEL = 32
-_RUN_ID = 64
+#: Characters of a run id (`runs.id`, every `run_id`); PostgreSQL enforces it, SQLite does not.
+MAX_RUN_ID_CHARS = 64
+_RUN_ID = MAX_RUN_ID_CHARS
 
 
 class Base(DeclarativeBase):
@@ -229,10 +232,17 @@ class RewardRow(Base):
 
 
 class RiskEventRow(Base):
-    """A risk denial or trading-state change; `symbol` is '' for account-wide events."""
+    """A risk denial or trading-state change; `symbol` is '' for account-wide events.
+
+    The natural key includes the detail, so distinct events of one kind at one instant (a kill,
+    a resume and a second kill applied by one control poll) are all kept, while a retried batch
+    or a resumed replay writing the same event again is still absorbed by `ON CONFLICT`. The key
+    holds the detail's digest (`detail_sha256`, filled in by the writer) rather than the text:
+    PostgreSQL cannot index a value over about 2.7 kB, and an operator's reason can be longer.
+    """
 
     __tablename__ = "risk_events"
-    __table_args__ = (UniqueConstraint("run_id", "ts_ms", "kind", "symbol"),)
+    __table_args__ = (UniqueConstraint("run_id", "ts_ms", "kind", "symbol", "detail_sha256"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(_RUN_ID), ForeignKey("runs.id"))
@@ -240,6 +250,12 @@ class RiskEventRow(Base):
     kind: Mapped[str] = mapped_column(String(_LABEL))
     symbol: Mapped[str] = mapped_column(String(_SYMBOL), server_default=text("''"))
     detail: Mapped[str] = mapped_column(Text)
+    detail_sha256: Mapped[str] = mapped_column(String(64))
+
+
+def detail_sha256(detail: str) -> str:
+    """The `risk_events.detail_sha256` of a detail: SHA-256 of its UTF-8 bytes, in hex."""
+    return hashlib.sha256(detail.encode()).hexdigest()
 
 
 class ControlEventRow(Base):

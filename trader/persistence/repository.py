@@ -31,6 +31,7 @@ from trader.persistence.models import (
     RewardRow,
     Run,
     RunState,
+    detail_sha256,
 )
 
 Bind = AsyncEngine | AsyncConnection
@@ -422,6 +423,11 @@ async def insert_risk_event(
     """Store one risk event outside the engine's batches (a rejected control command)."""
     async with _connect(bind, write=True) as conn:
         stmt = insert_for(conn.dialect.name, Base.metadata.tables["risk_events"]).values(
-            run_id=run_id, ts_ms=ts_ms, kind=kind, symbol=symbol, detail=detail
+            run_id=run_id,
+            ts_ms=ts_ms,
+            kind=kind,
+            symbol=symbol,
+            detail=detail,
+            detail_sha256=detail_sha256(detail),
         )
         await conn.execute(stmt.on_conflict_do_nothing())
