@@ -84,6 +84,15 @@ def test_exits_2_naming_the_option_when_from_is_unparseable(tmp_path: Path) -> N
     assert_one_error_line(process, "--from", "'yesterday'")
 
 
+def test_exits_2_naming_the_option_when_run_name_is_too_long(tmp_path: Path) -> None:
+    """`--run` longer than `runs.id` holds is a usage error before anything is stored (SQLite
+    would take it; PostgreSQL would fail half-way through creating the run)."""
+    process = trader("replay", str(FIXTURE), "--run", "r" * 65, workdir=tmp_path)
+
+    assert_one_error_line(process, "--run", "at most 64")
+    assert not (tmp_path / "trader.db").exists()
+
+
 def test_exits_2_naming_the_setting_when_strategy_is_unknown(tmp_path: Path) -> None:
     """`--strategy nope` is refused as a bad strategy.name."""
     process = trader("replay", str(FIXTURE), "--strategy", "nope", workdir=tmp_path)

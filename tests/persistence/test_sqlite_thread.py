@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,18 @@ import pytest
 from trader.persistence import _sqlite_thread
 from trader.persistence._sqlite_thread import SqliteThreadTransactor
 from trader.persistence.database import make_engine
+
+
+def _rows_without_wal(path: Path, copy: Path) -> int:
+    """Rows of `t` in the database file alone: a copy of it without its WAL, as a checkpoint
+    left it (0 before the table itself reached the file)."""
+    shutil.copyfile(path, copy)
+    with closing(sqlite3.connect(copy)) as conn:
+        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (0,):
+            return 0
+        (count,) = conn.execute("SELECT count(*) FROM t").fetchone()
+    copy.unlink()
+    return int(count)
 
 
 @pytest.mark.parametrize("on_loop_thread", [False, True], ids=["writer_thread", "loop_thread"])
@@ -27,27 +41,37 @@ async def test_wal_is_checkpointed_after_every_n_transactions_not_by_commits(
         engine, busy_timeout_ms=1_000, on_loop_thread=on_loop_thread
     )
     threads: set[int] = set()
+    in_file: list[int] = []
     try:
         await transactor.transact(lambda c: threads.add(threading.get_ident()))
         await transactor.transact(lambda c: c.exec_driver_sql("CREATE TABLE t (x TEXT)"))
-        for _ in range(4):
+        for _ in range(4):  # transactions 3 to 6; checkpoints follow the 3rd and the 6th
             await transactor.transact(
                 lambda c: c.exec_driver_sql("INSERT INTO t VALUES (?)", ("x" * 5_000,))
             )
+            in_file.append(_rows_without_wal(path, tmp_path / "copy.db"))
         autocheckpoint = []
         await transactor.transact(
             lambda c: autocheckpoint.append(c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
         )
+        # On the writer thread the 6th transaction's checkpoint ran before this 7th one did.
+        in_file.append(_rows_without_wal(path, tmp_path / "copy.db"))
     finally:
         await transactor.close()
         await engine.dispose()
     assert autocheckpoint == [0]
     assert (threads == {threading.get_ident()}) is on_loop_thread
-    # After the checkpoint at the third transaction, the database file holds the rows written
-    # before it without reading the WAL.
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=DELETE")  # folds the rest of the WAL in
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    # Copies taken after transactions 3, 4, 5, 6 and 7: the file holds the first row from the
+    # 3rd transaction's checkpoint on, no more until the 6th's, then all four. On the writer
+    # thread a checkpoint runs after its transaction returned, so the copies right after the
+    # 3rd and the 6th may precede it.
+    if on_loop_thread:
+        assert in_file == [1, 1, 1, 4, 4]
+    else:
+        assert in_file[0] in (0, 1)
+        assert in_file[1:3] == [1, 1]
+        assert in_file[3] in (1, 4)
+        assert in_file[4] == 4
 
 
 async def test_a_failed_checkpoint_is_logged_and_the_writer_goes_on(

@@ -64,4 +64,28 @@ def main() -> None:
         structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
         sys.stderr.write(f"trader: error: {exc}\n")
         sys.exit(1)
+    except _database_errors() as exc:  # a database that is missing, unreachable or foreign
+        structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
+        sys.stderr.write(f"trader: error: database error: {_first_line(exc)}\n")
+        sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's and Alembic's error bases.
+
+    Called only while an exception is being matched (Python evaluates an `except` clause's
+    expression lazily), so commands that never fail do not pay for importing them here.
+    """
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, CommandError, RevisionError)
+
+
+def _first_line(exc: Exception) -> str:
+    """The message's first line, which names the driver's error; SQLAlchemy appends the SQL
+    statement and a documentation link on further lines."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return " ".join(lines[0].split())

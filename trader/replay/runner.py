@@ -25,6 +25,7 @@ from trader.errors import ConfigError
 from trader.persistence import repository
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
+from trader.persistence.models import MAX_RUN_ID_CHARS
 from trader.pipeline import build_engine, build_writer
 from trader.replay.merge import iter_slices
 from trader.replay.rejections import RejectionCounter
@@ -55,6 +56,33 @@ class ReplayOptions:
     report_dir: Path | None = None
     symbol: str | None = None
     interval: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, at the edge, so that no caller reaches the database with a bad name.
+        if self.run_name is not None:
+            check_run_name(self.run_name)
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a run name the database or the one-line outputs cannot hold.
+
+    `runs.id` holds `MAX_RUN_ID_CHARS` characters: PostgreSQL refuses a longer name in the
+    middle of the run's creation, while SQLite would store it, so a run could not move between
+    them. An empty name would silently start a fresh run on every attempt instead of resuming.
+
+    Raises:
+        ConfigError: the name is empty, too long, or holds control characters (line breaks).
+    """
+    if not name:
+        raise ConfigError("--run must not be empty", key="--run")
+    if len(name) > MAX_RUN_ID_CHARS:
+        raise ConfigError(
+            f"--run {name[:16]!r}... is {len(name)} characters long; a run name has at most "
+            f"{MAX_RUN_ID_CHARS}",
+            key="--run",
+        )
+    if not name.isprintable():
+        raise ConfigError(f"--run {name!r} holds control characters", key="--run")
 
 
 @dataclass(frozen=True, slots=True)
