@@ -17,7 +17,7 @@ from tests.support.candles import load_candles
 from tests.support.fake_bybit import FakeBybit
 from trader.config import FeedSettings, RecorderSettings, Settings
 from trader.domain import Bar, BarSource
-from trader.errors import ConfigError
+from trader.errors import ConfigError, FatalError
 from trader.feeds.backoff import Backoff
 from trader.feeds.bybit_ws import ConfirmedBar, FeedEvent, FeedReconnected
 from trader.recorder import RotatingRecording, record
@@ -188,6 +188,28 @@ async def test_recording_replays_to_the_confirmed_bars_when_the_server_closes_mi
     assert summary.confirmed_bars == 14
     assert summary.reconnects == 1
     assert summary.frames == sum(len(_frames_in(path)) for path in summary.files)
+
+
+@pytest.mark.usefixtures("_no_trader_env")
+async def test_full_disk_ends_record_with_the_write_error_when_close_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails ends the session with that error, not the close failing after it."""
+
+    def full(*_: Any, **__: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    def close_fails(self: RotatingRecording) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(RotatingRecording, "write_frame", full)
+    monkeypatch.setattr(RotatingRecording, "close", close_fails)
+    async with FakeBybit(_BTC + _ETH, start_ms=_BTC[_HISTORY].start_ms) as fake:
+        async with asyncio.timeout(_STEP_S):
+            with pytest.raises(FatalError, match="cannot write the recording") as raised:
+                await record(_settings(fake.ws_url), tmp_path / "out", stop=asyncio.Event())
+    assert isinstance(raised.value.__cause__, OSError)
+    assert raised.value.__cause__.errno == 28
 
 
 def _order(bar: Bar) -> tuple[int, str]:

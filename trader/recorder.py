@@ -229,7 +229,7 @@ class _Recorder:
                 for task in tasks:
                     task.cancel()
         finally:
-            self._recording.close()
+            self._close()
         if self._failure is not None:
             raise self._failure
         return RecordSummary(
@@ -296,6 +296,14 @@ class _Recorder:
         self._log.info("recording_stopping")
         self._notifier.stopping()
         self._done.set()
+
+    def _close(self) -> None:
+        """Close the open file; a failed close is the session's failure unless one came first
+        (a full disk fails the write, then usually the close too: the write is the story)."""
+        try:
+            self._recording.close()
+        except OSError as exc:
+            self._fail(FatalError(f"cannot close the recording: {exc}"), exc)
 
     def _fail(self, error: TraderError, cause: BaseException) -> None:
         if self._failure is None:
