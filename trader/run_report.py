@@ -3,7 +3,10 @@
 Owns turning a run's rows (equity, fills, decisions, bars) into metrics, the terminal summary
 and the report directory, for both `trader replay` (at the end of a replay) and `trader report`
 (for any stored run). The database is the source of truth, so a resumed replay reports the
-whole run, not just the part after the restart. It must not run the engine.
+whole run, not just the part after the restart. That includes the replay's rejected-input
+counts, which `store_rejections` keeps in the run's ``runs.config`` under
+``"rejected_inputs"`` when the run ends; a run without them (a live run, or a replay that never
+finished) reports them as not recorded, never as 0. It must not run the engine.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trader.domain import interval_ms
 from trader.errors import ConfigError
@@ -26,9 +30,15 @@ from trader.metrics import (
     render_summary,
 )
 from trader.persistence import repository
+from trader.persistence.models import Run
 
 if TYPE_CHECKING:
     from trader.report import ReportPaths
+
+#: The key of `runs.config` that holds a finished replay's rejected-input counts by reason.
+REJECTED_KEY = "rejected_inputs"
+#: The summary's value for a run whose rejected inputs were never stored.
+NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +54,8 @@ class RunResults:
     fills: list[FillPoint]
     decisions: dict[str, int]
     metrics: Metrics
-    rejected: dict[str, int] = field(default_factory=dict)
+    #: Rejected inputs by reason; None when the run has none stored (live runs).
+    rejected: dict[str, int] | None = field(default_factory=dict)
 
     @property
     def bars(self) -> int:
@@ -52,10 +63,33 @@ class RunResults:
         return sum(self.decisions.values())
 
 
+async def store_rejections(conn: AsyncConnection, run_id: str, rejected: Mapping[str, int]) -> None:
+    """Keep a replay's rejected-input counts with its run (call in the transaction ending it)."""
+    stored = (await conn.execute(select(Run.config).where(Run.id == run_id))).scalar_one()
+    config = {**stored, REJECTED_KEY: dict(rejected)}
+    await conn.execute(update(Run).where(Run.id == run_id).values(config=config))
+
+
+def stored_rejections(config: Mapping[str, Any]) -> dict[str, int] | None:
+    """The rejected-input counts kept in a run's config, or None when it holds none."""
+    counts = config.get(REJECTED_KEY)
+    if not isinstance(counts, dict) or not all(
+        isinstance(reason, str) and type(count) is int for reason, count in counts.items()
+    ):
+        return None
+    return {reason: counts[reason] for reason in sorted(counts)}
+
+
 async def load_run_results(
     db: AsyncEngine, run_id: str, *, rejected: Mapping[str, int] | None = None
 ) -> RunResults:
     """Load a run's rows and compute its metrics.
+
+    Args:
+        db: The database.
+        run_id: The run.
+        rejected: Rejected-input counts to report; None reads the ones stored with the run
+            (None again when it has none).
 
     Raises:
         ConfigError: no run with that id exists.
@@ -103,20 +137,29 @@ async def load_run_results(
         fills=fills,
         decisions=await repository.count_decisions(db, run_id),
         metrics=metrics,
-        rejected=dict(rejected or {}),
+        rejected=dict(rejected) if rejected is not None else stored_rejections(run.config),
     )
 
 
 def summary_text(results: RunResults, *, color: bool) -> str:
     """The end-of-run summary printed by `trader replay` and `trader report`."""
-    return render_summary(
+    text = render_summary(
         metrics=results.metrics,
         bars=results.bars,
-        rejected=results.rejected,
+        rejected=results.rejected or {},
         decisions=results.decisions,
         title=f"run {results.run_id} ({results.strategy})",
         color=color,
     )
+    if results.rejected is not None:
+        return text
+    # render_summary has no notion of counts that were never kept: it would print 0.
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if "rejected inputs" in line and line.endswith("0"):
+            lines[number] = line[:-1] + NOT_RECORDED
+            break
+    return "\n".join(lines)
 
 
 async def write_run_report(db: AsyncEngine, results: RunResults, out_dir: Path) -> ReportPaths:

@@ -6,6 +6,7 @@ its database work on their own copy under tmp_path.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "BTCUSDT_5m.csv.gz"
+#: What the bad rows `source` adds to the fixture are rejected as, in the summary's words.
+REJECTED_LINE = "rejected inputs  3 (duplicate 1, high_below_low 1, unparseable_row 1)"
 TRADER = str(Path(sys.executable).parent / "trader")
 #: Environment the CLI must not inherit from the test run: our TRADER_* settings, and asyncio
 #: debug mode (CI sets it), whose slow-step warnings would add lines to stderr.
@@ -64,9 +67,9 @@ def trader(*args: str, workdir: Path, db: Path) -> subprocess.CompletedProcess[s
     )
 
 
-def replay_args(report: Path, *extra: str) -> list[str]:
+def replay_args(source: Path, report: Path, *extra: str) -> list[str]:
     """The replay command line under test (the same one every time, but for the report dir)."""
-    return ["replay", str(FIXTURE), "--run", RUN, "--report", str(report), *extra]
+    return ["replay", str(source), "--run", RUN, "--report", str(report), *extra]
 
 
 def summary(stdout: str) -> str:
@@ -100,19 +103,35 @@ def copy_db(db: Path, into: Path) -> Path:
 class Replayed:
     """The module's replay: its database, report directory and finished process."""
 
+    source: Path
     db: Path
     report: Path
     process: subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
-    """`trader replay FIXTURE --run cli --report DIR` run once into a fresh database."""
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture plus three bad rows (crossed, unparseable, a repeat), so rejections show."""
+    lines = gzip.decompress(FIXTURE.read_bytes()).decode().splitlines(keepends=True)
+    good = lines[10]
+    stamp = good.split(",", 1)[0]
+    crossed = f"{stamp},100,90,110,100,1\n"
+    unparseable = f"{stamp},abc,1,1,1,1\n"
+    path = tmp_path_factory.mktemp("source") / FIXTURE.name
+    path.write_bytes(
+        gzip.compress("".join([*lines[:11], crossed, unparseable, good, *lines[11:]]).encode())
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory, source: Path) -> Replayed:
+    """`trader replay SOURCE --run cli --report DIR` run once into a fresh database."""
     workdir = tmp_path_factory.mktemp("replayed")
     db, report = workdir / "trader.db", workdir / "report"
-    process = trader(*replay_args(report), workdir=workdir, db=db)
+    process = trader(*replay_args(source, report), workdir=workdir, db=db)
     assert process.returncode == 0, process.stderr
-    return Replayed(db=db, report=report, process=process)
+    return Replayed(source=source, db=db, report=report, process=process)
 
 
 def test_summary_printed_when_replay_finishes(replayed: Replayed) -> None:
@@ -123,6 +142,7 @@ def test_summary_printed_when_replay_finishes(replayed: Replayed) -> None:
     for label in SUMMARY_LABELS:
         assert any(line.startswith(label) for line in lines), label
     assert "bars processed   1,500 " in stdout
+    assert REJECTED_LINE in lines
     assert "decisions        1,500 (" in stdout
     assert lines[-1] == f"report written to {replayed.report}"
     assert "Traceback" not in replayed.process.stderr
@@ -159,6 +179,13 @@ def test_report_command_reproduces_replay_metrics_when_run_stored(
     original = json.loads((replayed.report / "metrics.json").read_text(encoding="utf-8"))
     reproduced = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert reproduced["metrics"] == original["metrics"]
+    assert reproduced["extra"]["rejected_inputs"] == original["extra"]["rejected_inputs"]
+    assert original["extra"]["rejected_inputs"] == {
+        "duplicate": 1,
+        "high_below_low": 1,
+        "unparseable_row": 1,
+    }
+    assert REJECTED_LINE in process.stdout.splitlines()
     assert summary(process.stdout) == summary(replayed.process.stdout)
 
 
@@ -178,7 +205,7 @@ def test_rerun_reports_same_results_without_new_rows_when_run_complete(
     before = dump(db)
     report = tmp_path / "report"
 
-    process = trader(*replay_args(report), workdir=tmp_path, db=db)
+    process = trader(*replay_args(replayed.source, report), workdir=tmp_path, db=db)
 
     assert process.returncode == 0, process.stderr
     assert f"run {RUN} is already complete; reporting it" in process.stdout
@@ -196,7 +223,9 @@ def test_rerun_exits_2_when_strategy_differs(replayed: Replayed, tmp_path: Path)
     before = dump(db)
 
     process = trader(
-        *replay_args(tmp_path / "report", "--strategy", "buy_hold"), workdir=tmp_path, db=db
+        *replay_args(replayed.source, tmp_path / "report", "--strategy", "buy_hold"),
+        workdir=tmp_path,
+        db=db,
     )
 
     assert process.returncode == 2
@@ -205,3 +234,21 @@ def test_rerun_exits_2_when_strategy_differs(replayed: Replayed, tmp_path: Path)
         f"trader: error: run '{RUN}' was started with different strategy settings"
     )
     assert dump(db) == before
+
+
+def test_replay_exits_2_naming_both_files_when_sources_differ_in_interval(tmp_path: Path) -> None:
+    """A 5-minute and a 60-minute candle file are refused in one line, before any run exists."""
+    hourly = tmp_path / "ETHUSDT_60m.csv"
+    hourly.write_text(
+        "timestamp,open,high,low,close,volume\n2025-06-27 13:00:00+00:00,2400,2410,2390,2405,10\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "trader.db"
+
+    process = trader("replay", str(FIXTURE), str(hourly), workdir=tmp_path, db=db)
+
+    assert process.returncode == 2
+    assert process.stderr.count("\n") == 1
+    assert process.stderr.startswith("trader: error: a replay has one interval")
+    assert str(FIXTURE) in process.stderr
+    assert str(hourly) in process.stderr

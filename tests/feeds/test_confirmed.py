@@ -209,3 +209,37 @@ def test_value_error_raised_when_bar_belongs_to_another_symbol() -> None:
 
     with pytest.raises(ValueError, match="BTCUSDT"):
         bars.accept_bar(_bar())
+
+
+def test_bar_after_push_raised_when_confirmed_bar_starts_after_its_push() -> None:
+    """A confirmed item starting after the push's ts is rejected and moves nothing."""
+    bars = ConfirmedBarFilter("BTCUSDT", "5")
+    far = T0 + 100_000 * FIVE_MIN_MS
+
+    with pytest.raises(DataError) as caught:
+        bars.accept(_item(far), BarSource.WS, push_ms=T0 + FIVE_MIN_MS + 12)
+
+    assert caught.value.reason == "bar_after_push"
+    assert bars.last_start_ms is None
+    assert bars.accept(_item(T0), BarSource.WS, push_ms=T0 + FIVE_MIN_MS + 12) is not None
+
+
+def test_bar_passed_when_push_comes_at_or_after_its_start() -> None:
+    """A confirmed bar pushed after its close, or at its very start, is accepted."""
+    bars = ConfirmedBarFilter("BTCUSDT", "5")
+
+    first = bars.accept(_item(T0), BarSource.WS, push_ms=T0 + FIVE_MIN_MS + 12)
+    second = bars.accept(_item(T0 + FIVE_MIN_MS), BarSource.WS, push_ms=T0 + FIVE_MIN_MS)
+
+    assert first is not None
+    assert second is not None
+
+
+def test_unconfirmed_item_ignores_push_time_when_it_starts_later() -> None:
+    """Only confirmed items are held to their push time; an update only moves the price."""
+    bars = ConfirmedBarFilter("BTCUSDT", "5")
+
+    result = bars.accept(_item(T0 + FIVE_MIN_MS, confirm=False), BarSource.WS, push_ms=T0)
+
+    assert result is None
+    assert bars.last_price == 101.0

@@ -7,9 +7,11 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from trader.domain import Bar, BarSource
+from trader.errors import ConfigError
 from trader.replay.merge import iter_slices
 from trader.replay.rejections import Rejection, RejectionCounter
 from trader.replay.sources import open_source
@@ -19,8 +21,8 @@ FIVE_MIN_MS = 300_000
 T0 = 1751025900000  # first bar of both fixtures, 2025-06-27 12:05 UTC
 
 
-def _bar(start_ms: int, symbol: str = "BTCUSDT", close: float = 101.0) -> Bar:
-    return Bar(symbol, "5", start_ms, 100.0, 102.0, 99.0, close, 2.0, 200.0, BarSource.REPLAY)
+def _bar(start_ms: int, symbol: str = "BTCUSDT", close: float = 101.0, interval: str = "5") -> Bar:
+    return Bar(symbol, interval, start_ms, 100.0, 102.0, 99.0, close, 2.0, 200.0, BarSource.REPLAY)
 
 
 def _quiet() -> RejectionCounter:
@@ -136,3 +138,33 @@ def test_reading_stops_at_to_ms_when_a_source_is_endless() -> None:
 def test_nothing_yielded_when_sources_are_empty() -> None:
     """No bars means no slices."""
     assert list(iter_slices([[], []], rejections=_quiet())) == []
+
+
+def test_config_error_names_both_sources_when_first_bars_differ_in_interval() -> None:
+    """A 5-minute and a 60-minute source are refused before any slice, naming both files."""
+    five = [_bar(T0), _bar(T0 + FIVE_MIN_MS)]
+    hourly = [_bar(T0 - T0 % 3_600_000, "ETHUSDT", interval="60")]
+    slices = iter_slices(
+        [five, hourly], rejections=_quiet(), names=["BTCUSDT_5m.csv", "ETHUSDT_60m.csv"]
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        next(slices)
+
+    message = str(caught.value)
+    assert "BTCUSDT_5m.csv starts with 5 bars" in message
+    assert "ETHUSDT_60m.csv with 60 bars" in message
+    assert "\n" not in message
+
+
+def test_later_bar_rejected_as_interval_mismatch_when_a_source_changes_interval() -> None:
+    """A recording's later bar of another interval is counted and kept out of every slice."""
+    counter = _quiet()
+    hourly = _bar(T0 + 11 * FIVE_MIN_MS - (T0 + 11 * FIVE_MIN_MS) % 3_600_000, interval="60")
+    recording = [_bar(T0), _bar(T0 + FIVE_MIN_MS), hourly, _bar(T0 + 20 * FIVE_MIN_MS)]
+
+    slices = list(iter_slices([recording], rejections=counter, names=["rec.jsonl"]))
+
+    assert all(bar.interval == "5" for bars in slices for bar in bars)
+    assert len(slices) == 3
+    assert counter.as_dict() == {"interval_mismatch": 1}

@@ -249,3 +249,29 @@ def test_original_bars_returned_when_candles_round_trip_through_frames(
         for bar in replayed
         if isinstance(bar, Bar)
     ] == original
+
+
+def test_later_bars_kept_when_a_confirm_starts_after_its_push(tmp_path: Path) -> None:
+    """A confirm whose bar starts after the frame's ts is bar_after_push; later bars still flow."""
+    far = T0 + 100_000 * FIVE_MIN_MS
+    forged = _push(_item(T0 + FIVE_MIN_MS)) | {"data": [_item(far)]}
+    path = _recording(
+        tmp_path / "session.jsonl",
+        [
+            _frame_line(_push(_item(T0))),
+            _frame_line(forged),
+            _frame_line(_push(_item(T0 + FIVE_MIN_MS))),
+            _frame_line(_push(_item(T0 + 2 * FIVE_MIN_MS))),
+        ],
+    )
+
+    items = list(open_source(path))
+
+    assert [item.start_ms for item in items if isinstance(item, Bar)] == [
+        T0,
+        T0 + FIVE_MIN_MS,
+        T0 + 2 * FIVE_MIN_MS,
+    ]
+    assert [(item.reason, item.line) for item in items if isinstance(item, Rejection)] == [
+        ("bar_after_push", 2)
+    ]

@@ -69,7 +69,7 @@ class KlineIntake:
         for item in push.items:
             duplicates = bar_filter.duplicates
             try:
-                bar = bar_filter.accept(item, BarSource.WS)
+                bar = bar_filter.accept(item, BarSource.WS, push_ms=push.ts_ms)
             except DataError as exc:
                 self.reject(exc, symbol=push.symbol)
                 continue

@@ -11,6 +11,9 @@ repeat, and REST backfill can deliver a bar the stream already gave. The filter:
   count into a "duplicate" rejection if it keeps accounts);
 - raises `DataError("duplicate_conflict")` for a repeat with different values and
   `DataError("out_of_order")` for a start older than the last accepted one that it cannot match;
+- raises `DataError("bar_after_push")` for a confirmed item whose bar starts after the push
+  that carries it (`push_ms`, the frame's ``ts``): a bar cannot close before it opened, and
+  accepting it would make every later real bar ``out_of_order``;
 - lets unconfirmed items only refresh `last_price` / `last_price_ts_ms` (status output and
   emergency flattening need a price between bar closes).
 
@@ -65,20 +68,28 @@ class ConfirmedBarFilter:
         """Start of the newest accepted bar, or None before the first."""
         return self._last_start_ms
 
-    def accept(self, item: KlineItem | Bar, source: BarSource = BarSource.WS) -> Bar | None:
+    def accept(
+        self,
+        item: KlineItem | Bar,
+        source: BarSource = BarSource.WS,
+        *,
+        push_ms: int | None = None,
+    ) -> Bar | None:
         """Offer one push item (or a final bar) to the filter.
 
         Args:
-            item: A parsed ``data[]`` element, or an already final `Bar` (then `source` is
-                ignored and the bar's own is kept).
+            item: A parsed ``data[]`` element, or an already final `Bar` (then `source` and
+                `push_ms` are ignored and the bar's own source is kept).
             source: The label for bars built from a `KlineItem`.
+            push_ms: The exchange time of the push carrying `item` (the frame's ``ts``); a
+                confirmed item whose bar starts after it is rejected. None skips that check.
 
         Returns:
             The new confirmed bar, or None when the item is unconfirmed or an identical repeat.
 
         Raises:
-            DataError: a `validate_bar` reason, ``interval_mismatch``, ``duplicate_conflict`` or
-                ``out_of_order``.
+            DataError: a `validate_bar` reason, ``interval_mismatch``, ``bar_after_push``,
+                ``duplicate_conflict`` or ``out_of_order``.
         """
         if isinstance(item, Bar):
             return self.accept_bar(item)
@@ -104,6 +115,12 @@ class ConfirmedBarFilter:
         if not item.confirm:
             self._refresh_price(bar.close, item.timestamp_ms)
             return None
+        if push_ms is not None and bar.start_ms > push_ms:
+            raise DataError(
+                "bar_after_push",
+                f"confirmed start={bar.start_ms} is after the push's ts={push_ms}",
+                symbol=self.symbol,
+            )
         accepted = self._admit(bar)
         if accepted is not None:
             self._refresh_price(bar.close, item.timestamp_ms)

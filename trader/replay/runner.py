@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ import structlog
 
 from strategies.base import Strategy
 from trader.config import Settings
+from trader.domain import Bar
 from trader.errors import ConfigError
 from trader.persistence import repository
 from trader.persistence.database import make_engine
@@ -30,7 +31,12 @@ from trader.pipeline import build_engine, build_writer
 from trader.replay.merge import iter_slices
 from trader.replay.rejections import RejectionCounter
 from trader.replay.sources import open_source
-from trader.run_report import RunResults, load_run_results, write_run_report
+from trader.run_report import (
+    RunResults,
+    load_run_results,
+    store_rejections,
+    write_run_report,
+)
 
 if TYPE_CHECKING:
     from trader.report import ReportPaths
@@ -196,20 +202,32 @@ async def replay(
 async def _results_with_rejections(
     db: Any, run_id: str, options: ReplayOptions, rejections: RejectionCounter
 ) -> RunResults:
-    """A completed run's results; the input is re-read quietly only to count its rejections."""
+    """A completed run's results, with the rejection counts stored when it ended.
+
+    A run finished before those were stored has its input re-read quietly to count them.
+    """
+    results = await load_run_results(db, run_id)
+    if results.rejected is not None:
+        return results
     rejections.quiet = True
-    for _ in iter_slices(
-        _open_all(options), rejections=rejections, from_ms=options.from_ms, to_ms=options.to_ms
-    ):
+    for _ in _slices(options, rejections):
         pass
     return await load_run_results(db, run_id, rejected=rejections.as_dict())
 
 
-def _open_all(options: ReplayOptions) -> Sequence[Any]:
-    return [
+def _slices(options: ReplayOptions, rejections: RejectionCounter) -> Iterator[list[Bar]]:
+    """The replay's slices, from every source, within --from/--to."""
+    sources = [
         open_source(path, symbol=options.symbol, interval=options.interval)
         for path in options.sources
     ]
+    return iter_slices(
+        sources,
+        rejections=rejections,
+        from_ms=options.from_ms,
+        to_ms=options.to_ms,
+        names=[str(path) for path in options.sources],
+    )
 
 
 async def _run(
@@ -235,9 +253,7 @@ async def _run(
         previous_start: int | None = None
         handled = 0
         rejections.quiet = resume_after >= 0
-        for bars in iter_slices(
-            _open_all(options), rejections=rejections, from_ms=options.from_ms, to_ms=options.to_ms
-        ):
+        for bars in _slices(options, rejections):
             start_ms = bars[0].start_ms
             handled += 1
             if start_ms <= resume_after:
@@ -273,4 +289,7 @@ async def _run(
         if not created:
             raise ConfigError("the replay sources hold no valid bars", key="SOURCE")
         await engine.flush(wait=True)
-        await repository.end_run(db, run_id, datetime.now(UTC), symbols=engine.symbols())
+        # One transaction: a run marked ended always has its rejection counts for `trader report`.
+        async with db.begin() as conn:
+            await store_rejections(conn, run_id, rejections.as_dict())
+            await repository.end_run(conn, run_id, datetime.now(UTC), symbols=engine.symbols())

@@ -93,7 +93,7 @@ class _RecordingReplay:
         for item in frame.items:
             duplicates = bar_filter.duplicates
             try:
-                bar = bar_filter.accept(item, BarSource.WS)
+                bar = bar_filter.accept(item, BarSource.WS, push_ms=frame.ts_ms)
             except DataError as exc:
                 yield Rejection.from_error(
                     exc, source=self._source, line=line.line, symbol=frame.symbol
