@@ -278,6 +278,25 @@ def test_running_sums_resync_when_a_spike_leaves_the_window() -> None:
         np.testing.assert_allclose(s.column(name)[-150:], expected, rtol=1e-10, atol=1e-14)
 
 
+def _with_price(bar: Bar, price: float) -> Bar:
+    return dataclasses.replace(bar, open=price, high=price, low=price, close=price)
+
+
+@pytest.mark.parametrize("spike", [1e150, 1e20])
+def test_rows_finite_when_an_absurd_price_spike_leaves_the_windows(spike: float) -> None:
+    """A spike that cancels the running close sums gives finite rows, not a ZeroDivisionError."""
+    bars = [_with_price(b, 100.0) for b in random_walk_bars(700, seed=3)]
+    bars[300] = _with_price(bars[300], spike)
+    kernel = FeatureKernel(interval="5")
+
+    rows = [kernel.update(bar) for bar in bars]
+
+    assert all(math.isfinite(v) for row in rows[KERNEL_WARMUP_BARS:] for v in row)
+    values = dict(zip(MARKET_FEATURES, rows[320], strict=True))
+    # The 20-close sum cancelled to 0 when the spike left it: no width, not a division by 0.
+    assert values["bb_width_20"] == 0.0
+
+
 def test_rows_identical_when_the_same_long_stream_is_replayed() -> None:
     """Two kernels fed the same 100k bars agree bit for bit and stay near the references."""
     bars = random_walk_bars(100_000, seed=11, step=0.004)

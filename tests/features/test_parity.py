@@ -122,3 +122,17 @@ def test_stream_windows_unchanged_when_later_bars_differ(btc_bars: list[Bar]) ->
     for bar in _perturb_after(btc_bars, t, seed=9)[: t + 1]:
         perturbed.update(bar)
     assert np.array_equal(original.strategic_window(), perturbed.strategic_window())
+
+
+def test_streaming_equals_batch_when_a_price_spike_cancels_the_running_sums(
+    btc_bars: list[Bar],
+) -> None:
+    """A 1e150 bar (past the feeds' bound: only the kernel's guards) gives equal rows both ways."""
+    bars = list(btc_bars)
+    spike = 1e150
+    bars[700] = dataclasses.replace(bars[700], open=spike, high=spike, low=spike, close=spike)
+
+    matrix = build_feature_matrix(bars)
+    raws, _ = _stream(bars, FeatureBuffer(interval="5"), set())
+
+    assert np.array_equal(raws, matrix.raw, equal_nan=True)

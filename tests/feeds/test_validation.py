@@ -88,6 +88,11 @@ def test_bar_built_when_volume_is_zero_and_prices_are_flat() -> None:
         ({"start_ms": -300_000, "end_ms": None}, "misaligned_start"),
         ({"end_ms": START_MS + 300_000}, "bad_end"),
         ({"end_ms": START_MS + 60_000 - 1}, "bad_end"),
+        ({"open": 1e150, "high": 1e150, "low": 1e150, "close": 1e150}, "price_out_of_range"),
+        ({"high": 1e20}, "price_out_of_range"),
+        ({"high": 1.000001e9}, "price_out_of_range"),
+        ({"volume": 1e19}, "volume_out_of_range"),
+        ({"turnover": 1e300}, "volume_out_of_range"),
     ],
 )
 def test_data_error_raised_when_a_rule_is_broken(changes: dict[str, Any], reason: str) -> None:
@@ -97,3 +102,11 @@ def test_data_error_raised_when_a_rule_is_broken(changes: dict[str, Any], reason
 
     assert caught.value.reason == reason
     assert caught.value.symbol == "BTCUSDT"
+
+
+def test_bar_built_when_prices_are_tiny_or_just_inside_the_bound() -> None:
+    """A price of 1e-8 USDT and one of exactly 1e9 USDT are still valid prices."""
+    tiny = _validate(open=1e-8, high=2e-8, low=1e-8, close=1.5e-8)
+    top = _validate(open=1e9, high=1e9, low=1e9, close=1e9, volume=1e18, turnover=1e18)
+
+    assert (tiny.low, top.high) == (1e-8, 1e9)

@@ -11,7 +11,10 @@ Numerics: every update is O(1) amortised, pure-Python float math, and determinis
 bars give bit-identical rows). Running window sums are recomputed exactly from their rings every
 `RESYNC_BARS` bars so rounding cannot drift over long streams. A feature is NaN until its
 lookback is filled; from `KERNEL_WARMUP_BARS` bars on, every feature is finite for any valid
-bars (positive prices, non-negative volume) because every division is guarded.
+bars (positive prices, non-negative volume) because every division is guarded: a running sum
+that rounding cancelled to 0 or below (a price spike ~2**53 times its neighbours leaving the
+window) gives the feature's no-signal value (0) instead of a division by it, the same in batch
+and streaming because both run this code.
 """
 
 from __future__ import annotations
@@ -301,13 +304,16 @@ class FeatureKernel:
         sums[1] += c - closes[(i - 50) & _MASK] if i >= 50 else c
         sums[2] += c - closes[(i - 200) & _MASK] if i >= 200 else c
         e8, e21, e50, e200 = emas[0], emas[2], emas[4], emas[5]
+        # A sum of positive closes is only <= 0 when rounding cancelled it (see `_bollinger`):
+        # then the deviation is reported as none rather than divided by it.
+        sma50, sma200 = sums[1] / 50.0, sums[2] / 200.0
         return (
             c / e8 - 1.0 if i >= 7 else NAN,
             c / e21 - 1.0 if i >= 20 else NAN,
             c / e50 - 1.0 if i >= 49 else NAN,
             c / e200 - 1.0 if i >= 199 else NAN,
-            c / (sums[1] / 50.0) - 1.0 if i >= 49 else NAN,
-            c / (sums[2] / 200.0) - 1.0 if i >= 199 else NAN,
+            NAN if i < 49 else c / sma50 - 1.0 if sma50 > 0.0 else 0.0,
+            NAN if i < 199 else c / sma200 - 1.0 if sma200 > 0.0 else 0.0,
             *self._macd(i, c),
             *self._bollinger(i, c),
         )
@@ -340,7 +346,11 @@ class FeatureKernel:
             self._bb_m2 += (c - old) * (c - total / _BB_N + old - old_mean)
         m2 = self._bb_m2
         sd = math.sqrt(m2 / _BB_N) if m2 > 0.0 else 0.0
-        width = 4.0 * sd / (total / _BB_N)
+        mean = total / _BB_N
+        # A sum of positive closes is only <= 0 when a spike ~2**53 times the other closes
+        # left the window and took them with it in rounding (until the next resync): report
+        # the flat-window width rather than divide by it.
+        width = 4.0 * sd / mean if mean > 0.0 else 0.0
         ranks = self._squeeze_rank.push(width)
         squeeze = NAN if ranks is None else float(ranks[1] <= _SQUEEZE_QUANTILE * _SQUEEZE_N)
         return width, squeeze

@@ -1,8 +1,9 @@
 """Validation of one candle's values, the single gate every bar passes before it exists.
 
-Owns the rules that make a `Bar` trustworthy: finite numbers, positive prices, non-negative
-volume and turnover, a consistent high/low range, a known interval and a start (and end) on the
-interval grid. Each failure raises `DataError` with a stable, countable reason:
+Owns the rules that make a `Bar` trustworthy: finite numbers, positive prices below an absolute
+bound, non-negative volume and turnover below theirs, a consistent high/low range, a known
+interval and a start (and end) on the interval grid. Each failure raises `DataError` with a
+stable, countable reason:
 
     non_finite            NaN or infinity in any price, volume or turnover
     non_positive_price    open, high, low or close <= 0
@@ -10,6 +11,8 @@ interval grid. Each failure raises `DataError` with a stable, countable reason:
     high_below_low        high < low
     open_outside_range    open not in [low, high]
     close_outside_range   close not in [low, high]
+    price_out_of_range    high (so any price) above `MAX_PRICE_USDT`
+    volume_out_of_range   volume above `MAX_VOLUME` or turnover above `MAX_TURNOVER_USDT`
     interval_mismatch     the interval is not a known Bybit code
     misaligned_start      start is negative or not a multiple of the interval
     bad_end               end != start + interval - 1
@@ -25,6 +28,15 @@ from math import isfinite
 
 from trader.domain import INTERVAL_MS, Bar, BarSource
 from trader.errors import DataError
+
+#: No USDT-quoted instrument trades anywhere near a billion; a price above it is a corrupt or
+#: mis-scaled value (a typo, wrong units), and trading on it books absurd PnL. Tiny positive
+#: prices stay valid.
+MAX_PRICE_USDT = 1e9
+#: Volume (base coin) and turnover (quote coin) bounds, far above any real bar (the largest in
+#: our data are ~1e9), that keep squared deviations in the feature kernel finite.
+MAX_VOLUME = 1e18
+MAX_TURNOVER_USDT = 1e18
 
 
 def validate_bar(
@@ -92,6 +104,21 @@ def validate_bar(
     if close < low or close > high:
         raise DataError(
             "close_outside_range", f"close={close!r} low={low!r} high={high!r}", symbol=symbol
+        )
+    # high bounds every price once the range checks above passed.
+    if high > MAX_PRICE_USDT:
+        raise DataError(
+            "price_out_of_range",
+            f"high={high!r} is above {MAX_PRICE_USDT:g} USDT: "
+            + _values(open, high, low, close, volume, turnover),
+            symbol=symbol,
+        )
+    if volume > MAX_VOLUME or turnover > MAX_TURNOVER_USDT:
+        raise DataError(
+            "volume_out_of_range",
+            f"volume={volume!r} (max {MAX_VOLUME:g}) turnover={turnover!r} "
+            f"(max {MAX_TURNOVER_USDT:g})",
+            symbol=symbol,
         )
     length_ms = INTERVAL_MS.get(interval)
     if length_ms is None:
