@@ -5,8 +5,11 @@ the run (the same paper account continues unless `--new-run`), the writer, the o
 bus, the engine restored from the run's last committed snapshot with its features re-fed from
 the bars it stored, the optional recording, the REST client, and the websocket feed; then
 `LiveSession` trades until the stop event (SIGTERM/SIGINT, set by the CLI) and everything closes
-in reverse order after a final committed flush. MQTT control commands are stored in
-`control_events` by a task of their own, where the session applies them like the CLI's.
+in reverse order after a final committed flush and a last retained state that says the daemon
+stopped (or failed). MQTT control commands are stored in `control_events` by a task of their
+own (transient database errors retried; a copy of a command the CLI already stored only wakes
+the poll), where the session applies them like the CLI's; each run keeps its own place in
+that table, so several daemons on one database each apply every command.
 systemd hears READY once every topic is subscribed, STOPPING when the stop begins, and WATCHDOG
 and STATUS from the session loop.
 
@@ -34,7 +37,14 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from trader.bus import ControlOutcome, ControlRejection, MqttBus, build_bus
+from trader.bus import (
+    ControlOutcome,
+    ControlRejection,
+    MqttBus,
+    Presence,
+    VerifiedCommand,
+    build_bus,
+)
 from trader.config import Settings
 from trader.domain import Bar
 from trader.engine import Engine
@@ -46,7 +56,7 @@ from trader.feeds.bybit_ws import BybitKlineFeed
 from trader.notify import SystemdNotifier
 from trader.persistence import control, repository
 from trader.persistence.batch import RunStateSnapshot
-from trader.persistence.control import ControlEvent
+from trader.persistence.control import ControlEvent, WriteRetry
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
 from trader.pipeline import build_engine, build_feed, build_writer
@@ -57,6 +67,11 @@ log = structlog.get_logger()
 
 #: How long shutdown waits for queued MQTT events (the database holds them all anyway).
 _BUS_FLUSH_S = 2.0
+#: MQTT rejections waiting to be stored; beyond it they are only logged (the bus rate-limits
+#: them well below this).
+_REJECTION_BACKLOG = 64
+#: Retries of the MQTT intake's writes: 8 attempts, about 7 s of pauses between them.
+_INTAKE_RETRY = WriteRetry()
 #: The `runs.mode` of daemon runs (the live broker does not exist yet).
 PAPER_MODE = "paper"
 #: Settings sections a continued run must share with the one that started it: they shape the
@@ -167,7 +182,7 @@ async def run_daemon(
                 )
             notifier.ready()
             log.info("daemon_started", run_id=run_id, resumed=snapshot is not None)
-            controls = DatabaseControls(db)
+            controls = DatabaseControls(db, run_id)
             session = LiveSession(
                 engine=engine,
                 feed=feed,
@@ -201,6 +216,8 @@ async def run_daemon(
                 # and the restart continues cleanly from the last committed slice.
                 log.exception("daemon_failed", run_id=run_id)
                 notifier.stopping()
+                # The bus says goodbye on the way out, so the broker will not send the will.
+                session.publish_state(Presence.FAILED)
                 raise
             finally:
                 if mqtt_control is not None:
@@ -209,6 +226,7 @@ async def run_daemon(
             notifier.stopping()
             # Everything processed is committed with its snapshot before anything closes.
             await engine.flush(wait=True)
+            session.publish_state(Presence.STOPPED)
             return DaemonSummary(
                 run_id=run_id,
                 resumed=snapshot is not None,
@@ -222,13 +240,20 @@ async def run_daemon(
 class DatabaseControls:
     """Operator commands from the `control_events` table (the CLI and MQTT write there).
 
+    Each run applies every command once, however many daemons share the database: the run's
+    `ControlCursor` says which it has applied.
+
     When the MQTT intake that stores commands here fails (`fail`), the next `pending` raises:
     the session polls it every turn, so the daemon stops at once instead of trading on while
     MQTT commands, a kill among them, go nowhere.
     """
 
-    def __init__(self, db: AsyncEngine) -> None:
+    def __init__(
+        self, db: AsyncEngine, run_id: str, *, wall_ms: Callable[[], int] = _wall_ms
+    ) -> None:
         self._db = db
+        self._cursor = control.ControlCursor(db, run_id)
+        self._wall_ms = wall_ms
         self._failure: Exception | None = None
 
     def fail(self, exc: Exception) -> None:
@@ -245,11 +270,11 @@ class DatabaseControls:
             raise FatalError(
                 f"storing MQTT control commands failed: {self._failure!r}"
             ) from self._failure
-        return await control.pending(self._db)
+        return await self._cursor.pending(self._wall_ms())
 
     async def applied(self, event: ControlEvent) -> None:
-        """Stamp `applied_at`."""
-        await control.mark_applied(self._db, event.id, datetime.now(UTC))
+        """Move this run's cursor past `event` and stamp `applied_at`."""
+        await self._cursor.applied(event, self._wall_ms())
 
 
 class _HaltOnWriterFailure:
@@ -319,34 +344,102 @@ async def _mqtt_control_loop(
     run_id: str,
     controls: DatabaseControls,
     wake: Callable[[], None],
+    *,
+    retry: WriteRetry = _INTAKE_RETRY,
 ) -> None:
     """Store verified MQTT commands where the session applies them; store rejections.
 
     Going through `control_events` keeps one path for CLI and MQTT commands, so a kill sent over
-    MQTT is also on record and survives a restart exactly like a CLI kill. A failure ends the
-    daemon through `controls` (see `DatabaseControls`).
+    MQTT is also on record and survives a restart exactly like a CLI kill. A command that names
+    the row it is already stored as (`trader kill`/`resume` store, then publish) only wakes the
+    session. Writes are retried on transient failures (`retry`); a command that still cannot be
+    stored ends the daemon through `controls` (see `DatabaseControls`). Rejections are stored
+    by a task of their own, best effort, so they never hold a command up nor stop the daemon.
     """
+    rejections: asyncio.Queue[ControlRejection] = asyncio.Queue(maxsize=_REJECTION_BACKLOG)
+    recorder = asyncio.create_task(
+        _store_rejections_loop(rejections, db, run_id, retry), name="daemon.mqtt_rejections"
+    )
     try:
         async for outcome in outcomes:
             if isinstance(outcome, ControlRejection):
-                # The bus has logged it (`control_rejected`); this puts it on record with the run.
-                await repository.insert_risk_event(
+                if rejections.full():
+                    log.warning("control_rejection_not_stored", reason="backlog full")
+                else:
+                    rejections.put_nowait(outcome)
+                continue
+            await _store_command(db, outcome, retry)
+            wake()
+        await rejections.join()  # only a finite source ends (tests): leave nothing behind
+    except Exception as exc:  # task boundary: logged, and the session fails at its next turn
+        log.exception("mqtt_control_failed", run_id=run_id)
+        controls.fail(exc)
+        wake()
+    finally:
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+
+
+async def _store_command(db: AsyncEngine, command: VerifiedCommand, retry: WriteRetry) -> None:
+    """Store `command` in `control_events`, unless it names the row it is already stored as."""
+    event_id = command.event_id
+    if event_id is not None and await retry.run(
+        partial(
+            control.is_stored,
+            db,
+            event_id,
+            command.command,
+            command.reason,
+            flatten=command.flatten,
+        ),
+        what="lookup",
+    ):
+        log.info("control_already_stored", id=event_id, command=command.command.value)
+        return
+    # A retry after a commit whose outcome was lost may store the command twice: harmless,
+    # a kill or a resume applied twice in a row does what it did once.
+    await retry.run(
+        partial(
+            control.request,
+            db,
+            command.command,
+            command.reason,
+            source="mqtt",
+            flatten=command.flatten,
+        ),
+        what="command",
+    )
+
+
+async def _store_rejections_loop(
+    rejections: asyncio.Queue[ControlRejection],
+    db: AsyncEngine,
+    run_id: str,
+    retry: WriteRetry,
+) -> None:
+    """Put each rejection on record with the run (the bus has logged it: `control_rejected`).
+
+    Best effort: a rejection that cannot be stored is logged and dropped, never fatal.
+    """
+    while True:
+        rejection = await rejections.get()
+        try:
+            await retry.run(
+                partial(
+                    repository.insert_risk_event,
                     db,
                     run_id=run_id,
                     ts_ms=_wall_ms(),
                     kind="control_rejected",
                     symbol="",
-                    detail=f"mqtt {outcome.reason.value}: {outcome.detail}"[:500],
-                )
-                continue
-            await control.request(
-                db, outcome.command, outcome.reason, source="mqtt", flatten=outcome.flatten
+                    detail=f"mqtt {rejection.reason.value}: {rejection.detail}"[:500],
+                ),
+                what="rejection",
             )
-            wake()
-    except Exception as exc:  # task boundary: logged, and the session fails at its next turn
-        log.exception("mqtt_control_failed", run_id=run_id)
-        controls.fail(exc)
-        wake()
+        except Exception:  # task boundary: a lost rejection record must not stop trading
+            log.exception("control_rejection_not_stored", reason=rejection.reason.value)
+        finally:
+            rejections.task_done()
 
 
 async def _flush_bus(bus: MqttBus) -> None:

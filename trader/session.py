@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 
+from trader.bus.events import PRESENCE_FIELD, Presence
 from trader.domain import Bar, interval_ms
 from trader.engine import Engine
 from trader.feeds.backfill import RestBackfill
@@ -194,9 +195,10 @@ class LiveSession:
         """Check for commands at the loop's next turn (a command just arrived)."""
         self._next_control_s = 0.0
 
-    def publish_state(self) -> None:
+    def publish_state(self, presence: Presence = Presence.RUNNING) -> None:
         """Hand the trading state to `on_state` (the retained MQTT state); also called by the
-        daemon when it halts trading on a failure outside this loop."""
+        daemon when it halts trading on a failure outside this loop, and with the daemon's
+        `presence` as the last state before it exits."""
         if self._on_state is None:
             return
         engine = self._engine
@@ -208,6 +210,7 @@ class LiveSession:
                 "last_slice_start_ms": engine.last_slice_start_ms,
                 "slices": self.counters.slices,
                 "reconnects": self._feed.reconnects,
+                PRESENCE_FIELD: presence.value,
             }
         )
 

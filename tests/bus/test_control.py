@@ -134,6 +134,15 @@ REJECTED = [
     pytest.param(
         _raw({"command": "kill", "reason": "x" * 5_000}), RejectReason.MALFORMED, id="too-large"
     ),
+    pytest.param(_raw({"command": "kill", "event_id": 0}), RejectReason.MALFORMED, id="id-zero"),
+    pytest.param(
+        _raw({"command": "kill", "event_id": "7"}), RejectReason.MALFORMED, id="id-a-string"
+    ),
+    pytest.param(
+        _raw({**_signed({"command": "resume", "event_id": 7}), "event_id": 8}),
+        RejectReason.FORGED,
+        id="resume-pointed-at-another-row",
+    ),
 ]
 
 
@@ -206,3 +215,16 @@ def test_signature_from_stdlib_json_verifies_when_following_the_documented_form(
     assert isinstance(outcome, VerifiedCommand)
     assert outcome.authenticated
     assert outcome.reason == "fertig – weiter"
+
+
+def test_command_carries_the_row_it_names_when_the_sender_stored_it() -> None:
+    """`event_id` comes through on unsigned kills and, signed, on resumes; absent means None."""
+    verifier = _verifier()
+    kill = verifier.verify(_raw({"command": "kill", "event_id": 7}), now_ms=NOW_MS)
+    resume = verifier.verify(_raw(_signed({"command": "resume", "event_id": 8})), now_ms=NOW_MS)
+    plain = verifier.verify(_raw({"command": "flatten"}), now_ms=NOW_MS)
+    assert isinstance(kill, VerifiedCommand)
+    assert isinstance(resume, VerifiedCommand)
+    assert isinstance(plain, VerifiedCommand)
+    assert (kill.event_id, resume.event_id, plain.event_id) == (7, 8, None)
+    assert resume.authenticated

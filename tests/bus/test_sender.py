@@ -26,12 +26,13 @@ def _settings(prefix: str, **extra: object) -> MqttSettings:
 
 @pytest.mark.mqtt
 async def test_kill_goes_unsigned_and_resume_signed_and_the_daemon_side_accepts_both() -> None:
-    """A kill goes out as sent, a resume signed; the daemon's verifier accepts both."""
+    """A kill goes out as sent, a resume signed, each naming its stored row; the daemon's
+    verifier accepts both."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     settings = _settings(prefix, control_secret=SecretStr(_SECRET))
     async with Listener(f"{prefix}/control") as listener:
-        assert await send_command(settings, ControlCommand.KILL, "stop", flatten=False)
-        assert await send_command(settings, ControlCommand.RESUME, "go", flatten=False)
+        assert await send_command(settings, ControlCommand.KILL, "stop", flatten=False, event_id=41)
+        assert await send_command(settings, ControlCommand.RESUME, "go", flatten=False, event_id=42)
         messages = await listener.collect(2)
     verifier = ControlVerifier(secret=_SECRET, max_age_ms=30_000)
     outcomes = [
@@ -43,6 +44,8 @@ async def test_kill_goes_unsigned_and_resume_signed_and_the_daemon_side_accepts_
     assert isinstance(resume, VerifiedCommand)
     assert (kill.command, kill.flatten, kill.authenticated) == (ControlCommand.KILL, False, False)
     assert (resume.command, resume.authenticated) == (ControlCommand.RESUME, True)
+    # Each names the row it is stored as, so the daemon does not store it again.
+    assert (kill.event_id, resume.event_id) == (41, 42)
 
 
 async def test_resume_without_a_secret_and_an_unreachable_broker_send_nothing() -> None:

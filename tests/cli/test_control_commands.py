@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_errors import trader
+from tests.support import services
+from tests.support.eventually import until
+from trader.bus import MqttBus
+from trader.config import MqttSettings
+from trader.daemon import DatabaseControls, _mqtt_control_loop
 from trader.domain import ControlCommand
-from trader.persistence import control
+from trader.persistence import control, repository
 from trader.persistence.database import make_engine
+from trader.persistence.migrate import ensure_schema
+
+_SECRET = "cli-control-test-secret-0123456789"
 
 
 def _pending(db_path: Path) -> list[control.ControlEvent]:
@@ -94,3 +107,58 @@ def test_status_json_shows_state_positions_and_the_kill_switch(tmp_path: Path) -
     assert report["controls"][0]["command"] == "kill"
     assert report["controls"][0]["applied_at"] is None
     assert "control        #1 kill (cli): 'maintenance', applied pending" in text.stdout
+
+
+@pytest.mark.mqtt
+async def test_kill_and_resume_are_stored_once_when_also_sent_over_mqtt(tmp_path: Path) -> None:
+    """With MQTT configured each command is one row: the daemon's intake only wakes for the
+    MQTT copy, which names the row the CLI stored."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    url = f"mqtt://{services.MQTT_HOST}:{services.MQTT_PORT}"
+    db = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'trader.db'}")
+    env = {
+        "TRADER_MQTT__URL": url,
+        "TRADER_MQTT__TOPIC_PREFIX": prefix,
+        "TRADER_MQTT__CONTROL_SECRET": _SECRET,
+    }
+    woken: list[None] = []
+    try:
+        await ensure_schema(db)
+        await repository.create_run(
+            db,
+            run_id="run-x",
+            mode="paper",
+            config={},
+            strategy="random",
+            interval="5",
+            symbols=["BTCUSDT"],
+            started_at=datetime.now(UTC),
+        )
+        bus = MqttBus(settings=MqttSettings(url=url, topic_prefix=prefix, control_secret=_SECRET))
+        async with bus:
+            await asyncio.wait_for(bus.wait_connected(), 5.0)
+            intake = asyncio.create_task(
+                _mqtt_control_loop(
+                    bus.control(),
+                    db,
+                    "run-x",
+                    DatabaseControls(db, "run-x"),
+                    lambda: woken.append(None),
+                )
+            )
+            try:
+                outputs = [
+                    (await asyncio.to_thread(trader, *args, workdir=tmp_path, env=env)).stdout
+                    for args in (("kill",), ("resume",))
+                ]
+                await until(lambda: len(woken) == 2, timeout_s=10.0, what="both copies")
+            finally:
+                intake.cancel()
+                await asyncio.gather(intake, return_exceptions=True)
+    finally:
+        await db.dispose()
+    assert outputs[0].startswith("kill #1 stored and sent over MQTT;")
+    assert outputs[1].startswith("resume #2 stored and sent over MQTT;")
+    with sqlite3.connect(tmp_path / "trader.db") as conn:
+        rows = conn.execute("SELECT id, command, source FROM control_events ORDER BY id")
+        assert rows.fetchall() == [(1, "kill", "cli"), (2, "resume", "cli")]

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
@@ -208,6 +209,9 @@ async def test_mqtt_kill_applies_and_resume_must_be_signed_fresh_and_unused(
                 lambda: len(daemon.risk_events("control_rejected")) == 2, what="rejections stored"
             )
             daemon.stop.set()
+        final = await _retained_state(prefix)
+    assert final["data"]["daemon"] == "stopped"  # not the ACTIVE of a daemon that is gone
+    assert final["data"]["state"] == "ACTIVE"
     assert [row[:2] for row in daemon.applied()] == [("kill", "mqtt"), ("resume", "mqtt")]
     rejected = daemon.risk_events("control_rejected")
     assert any("unsigned" in detail for detail in rejected)
@@ -221,7 +225,22 @@ def _halted_state_and_heartbeat(prefix: str, messages: list[aiomqtt.Message]) ->
     if not states or not beats:
         return False
     latest = orjson.loads(bytes(states[-1].payload))
-    return bool(latest["schema_version"] == 1 and latest["data"]["state"] == "HALTED")
+    data = latest["data"]
+    return bool(
+        latest["schema_version"] == 1 and data["state"] == "HALTED" and data["daemon"] == "running"
+    )
+
+
+async def _retained_state(prefix: str) -> dict[str, Any]:
+    """The retained `<prefix>/state` a late subscriber gets; removed from the broker after."""
+    try:
+        async with Listener(f"{prefix}/state") as late:
+            (message,) = await late.collect(1)
+        body: dict[str, Any] = orjson.loads(bytes(message.payload))
+        return body
+    finally:
+        async with aiomqtt.Client(services.MQTT_HOST, services.MQTT_PORT) as client:
+            await client.publish(f"{prefix}/state", b"", qos=1, retain=True)
 
 
 async def test_broker_outage_stops_neither_trading_nor_the_database_kill(tmp_path: Path) -> None:

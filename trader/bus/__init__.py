@@ -21,10 +21,11 @@ from trader.bus.control import (
     canonical_bytes,
     sign_command,
 )
-from trader.bus.events import SCHEMA_VERSION, EventKind, QoS, Topics
+from trader.bus.events import PRESENCE_FIELD, SCHEMA_VERSION, EventKind, Presence, QoS, Topics
 from trader.bus.publisher import BusState, BusStats, MqttBus, build_bus
 
 __all__ = [
+    "PRESENCE_FIELD",
     "SCHEMA_VERSION",
     "BusState",
     "BusStats",
@@ -33,6 +34,7 @@ __all__ = [
     "ControlVerifier",
     "EventKind",
     "MqttBus",
+    "Presence",
     "QoS",
     "RejectReason",
     "Topics",

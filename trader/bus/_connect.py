@@ -83,6 +83,7 @@ def make_client(
     tls: ssl.SSLContext | None,
     *,
     identifier: str | None,
+    will: aiomqtt.Will | None = None,
 ) -> aiomqtt.Client:
     """A not-yet-connected client for one connection attempt (clean session, MQTT 3.1.1).
 
@@ -93,6 +94,7 @@ def make_client(
         identifier: The client id (None: the client picks a random one). The daemon passes
             `mqtt.client_id`; a short-lived sender passes its own, since the broker drops the
             older of two connections that share an id.
+        will: What the broker publishes for us if the connection drops without a DISCONNECT.
     """
     password = settings.password
     return aiomqtt.Client(
@@ -105,6 +107,7 @@ def make_client(
         timeout=settings.timeout_s,
         tls_context=tls,
         clean_session=True,
+        will=will,
         max_queued_incoming_messages=_INCOMING_QUEUE_SIZE,
     )
 

@@ -6,6 +6,7 @@ that is signed, and the freshness and replay rules. A command is one JSON object
     {"command": "kill" | "resume" | "flatten",   required
      "reason": "...",                             optional string (at most 500 characters)
      "flatten": true,                             optional, kill only (default true)
+     "event_id": 7,                               optional, see below
      "ts_ms": 1718000000000,                      epoch ms when it was signed
      "nonce": "b8c1...",                          8 to 128 characters, never reused
      "signature": "<64 hex digits>"}              HMAC-SHA256, see below
@@ -27,6 +28,12 @@ UTF-8 JSON with no insignificant whitespace and no ASCII escaping of non-ASCII c
 for these fields). The signature is the lowercase hex HMAC-SHA256 of those bytes with
 `mqtt.control_secret`. The verifier re-encodes the object it parsed, so what is verified is
 exactly what is acted on.
+
+`event_id` names the `control_events` row the sender already stored the command as (`trader
+kill`/`resume` store first, then publish): the daemon then only wakes its poll for that row
+instead of storing the command a second time. It is inside the signed bytes, so a signed
+command cannot be pointed at another row. A message without it (any other sender) is stored
+as a new row, as is one naming a row that does not hold the same command.
 
 Retained messages are rejected: the broker replays a retained copy to every new subscriber, and
 an old kill would otherwise re-fire at each daemon start (the live copy was applied when sent).
@@ -63,7 +70,7 @@ MAX_NONCE_CHARS = 128
 #: How much of a rejected payload a `ControlRejection` keeps for the log and the database.
 MAX_RAW_CHARS = 1_000
 _SIGNATURE_HEX_CHARS = 64
-_FIELDS = frozenset({"command", "reason", "flatten", "ts_ms", "nonce", "signature"})
+_FIELDS = frozenset({"command", "reason", "flatten", "event_id", "ts_ms", "nonce", "signature"})
 _T = TypeVar("_T")
 
 
@@ -92,6 +99,7 @@ class VerifiedCommand:
         authenticated: The signature verified (always True for commands that need one).
         ts_ms: When it was signed, if it carried a time.
         nonce: Its nonce, if it carried one.
+        event_id: The `control_events` row its sender stored it as, if it named one.
     """
 
     command: ControlCommand
@@ -100,6 +108,7 @@ class VerifiedCommand:
     authenticated: bool
     ts_ms: int | None = None
     nonce: str | None = None
+    event_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,7 @@ class _Fields:
     ts_ms: int | None
     nonce: str | None
     signature: str | None
+    event_id: int | None
 
 
 def canonical_bytes(command: Mapping[str, Any]) -> bytes:
@@ -223,7 +233,13 @@ class ControlVerifier:
             )
         )
         return VerifiedCommand(
-            fields.command, fields.reason, fields.flatten, authenticated, fields.ts_ms, fields.nonce
+            fields.command,
+            fields.reason,
+            fields.flatten,
+            authenticated,
+            fields.ts_ms,
+            fields.nonce,
+            fields.event_id,
         )
 
     def _signed(self, fields: _Fields, now_ms: int) -> VerifiedCommand:
@@ -251,7 +267,7 @@ class ControlVerifier:
         self._nonces.add(fields.nonce)
         heapq.heappush(self._expiry, (fields.ts_ms + self._max_age_ms, fields.nonce))
         return VerifiedCommand(
-            fields.command, fields.reason, False, True, fields.ts_ms, fields.nonce
+            fields.command, fields.reason, False, True, fields.ts_ms, fields.nonce, fields.event_id
         )
 
     def _expire(self, now_ms: int) -> None:
@@ -290,6 +306,9 @@ def _parse(raw: bytes) -> _Fields:
     ts_ms = _typed(body, "ts_ms", int)
     if ts_ms is not None and ts_ms <= 0:
         raise _Rejected(RejectReason.MALFORMED, "ts_ms must be positive epoch ms")
+    event_id = _typed(body, "event_id", int)
+    if event_id is not None and event_id <= 0:
+        raise _Rejected(RejectReason.MALFORMED, "event_id must be a positive row id")
     nonce = _typed(body, "nonce", str)
     if nonce is not None and not MIN_NONCE_CHARS <= len(nonce) <= MAX_NONCE_CHARS:
         raise _Rejected(
@@ -310,6 +329,7 @@ def _parse(raw: bytes) -> _Fields:
         ts_ms=ts_ms,
         nonce=nonce,
         signature=signature,
+        event_id=event_id,
     )
 
 

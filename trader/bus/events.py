@@ -8,9 +8,16 @@ outgoing payload is wrapped in:
      "ts_ms": 1718000000000, "data": {...the engine's row...}}
 
 `ts_ms` is the wall-clock epoch ms at which the event was handed to the bus (the row keeps its
-own times inside `data`). `seq` counts per kind from 1 for one bus instance (`bus_id`, random per
-process), so a consumer sees a gap where events were dropped and a reset where the daemon
+own times inside `data`). `seq` counts per kind from 1 for one bus instance (`bus_id`, random
+per process), so a consumer sees a gap where events were dropped and a reset where the daemon
 restarted; QoS 1 is at-least-once, so a consumer dedupes on `(bus_id, kind, seq)`.
+
+The retained state's `data` carries `"daemon"` (`Presence`): "running" while the daemon trades,
+"stopped" or "failed" in the last state it publishes on its way out, and "offline" in the
+MQTT will the broker publishes in its place when the connection drops without a goodbye (a
+crash, a kill -9, a network cut). A will is fixed when its connection is made: its other fields
+are the last state known then (none on the first connection), its `ts_ms` is that moment, and
+it takes the next state `seq` (a consumer sees a gap where a will was never needed).
 
 It must not do I/O, log, or read a clock: the bus shell passes `ts_ms` in.
 """
@@ -39,6 +46,19 @@ class EventKind(StrEnum):
     HEARTBEAT = "heartbeat"
     #: The trading state, published retained at `<prefix>/state` rather than under events/.
     STATE = "state"
+
+
+class Presence(StrEnum):
+    """Whether the daemon behind the retained state is there (its `"daemon"` field)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    OFFLINE = "offline"
+
+
+#: The state payload's field that holds the `Presence`.
+PRESENCE_FIELD = "daemon"
 
 
 class QoS(IntEnum):

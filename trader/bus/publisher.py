@@ -35,13 +35,22 @@ from enum import Enum
 from types import TracebackType
 from typing import Any
 
+import aiomqtt
 import orjson
 import structlog
 
 from trader.bus._connect import classify_mqtt_failure, load_tls, make_client, parse_broker_url
 from trader.bus._session import Session
 from trader.bus.control import ControlVerifier
-from trader.bus.events import QOS_BY_KIND, EventKind, Outbound, Topics, encode_event
+from trader.bus.events import (
+    PRESENCE_FIELD,
+    QOS_BY_KIND,
+    EventKind,
+    Outbound,
+    Presence,
+    Topics,
+    encode_event,
+)
 from trader.bus.inbox import ControlInbox
 from trader.bus.outbox import Outbox
 from trader.config import MqttSettings
@@ -78,6 +87,7 @@ class BusStats:
     control_accepted: int
     control_rejected: int
     control_dropped: int
+    control_suppressed: int
 
 
 class _Throttle:
@@ -153,11 +163,12 @@ class MqttBus:
         self._wall_ms = wall_ms
         self._sleep = sleep
         self._log = log.bind(bus="mqtt", prefix=settings.topic_prefix)
-        self._inbox = ControlInbox(verifier=verifier, wall_ms=wall_ms, log=self._log)
+        self._inbox = ControlInbox(verifier=verifier, wall_ms=wall_ms, log=self._log, clock=clock)
         self._drop_warning = _Throttle(clock, _WARN_INTERVAL_S)
         self._bad_event_warning = _Throttle(clock, _WARN_INTERVAL_S)
         self._order = itertools.count()
         self._seq: dict[EventKind, int] = dict.fromkeys(EventKind, 0)
+        self._last_state: dict[str, Any] = {}
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -186,10 +197,14 @@ class MqttBus:
         self._enqueue(event_kind, payload)
 
     def publish_state(self, payload: Mapping[str, Any]) -> None:
-        """Queue the trading state for the retained `<prefix>/state` (latest wins)."""
-        self._enqueue(EventKind.STATE, payload)
+        """Queue the trading state for the retained `<prefix>/state` (latest wins).
 
-    def _enqueue(self, kind: EventKind, payload: Mapping[str, Any]) -> None:
+        It is also what the next connection's will repeats, as "offline" (`Presence`).
+        """
+        if self._enqueue(EventKind.STATE, payload):
+            self._last_state = dict(payload)
+
+    def _enqueue(self, kind: EventKind, payload: Mapping[str, Any]) -> bool:
         self._seq[kind] += 1
         try:
             body = encode_event(
@@ -197,7 +212,7 @@ class MqttBus:
             )
         except (TypeError, orjson.JSONEncodeError) as exc:
             self._reject_event(kind.value, str(exc))
-            return
+            return False
         qos = QOS_BY_KIND[kind]
         message = Outbound(
             order=next(self._order),
@@ -220,6 +235,21 @@ class MqttBus:
             )
         self._drained.clear()
         self._wakeup.set()
+        return True
+
+    def _will(self) -> aiomqtt.Will:
+        """The retained "offline" state the broker publishes if this connection dies uncleanly."""
+        self._seq[EventKind.STATE] += 1
+        data = {**self._last_state, PRESENCE_FIELD: Presence.OFFLINE.value}
+        payload = encode_event(
+            EventKind.STATE,
+            data,
+            bus_id=self.bus_id,
+            seq=self._seq[EventKind.STATE],
+            ts_ms=self._wall_ms(),
+        )
+        qos = int(QOS_BY_KIND[EventKind.STATE])
+        return aiomqtt.Will(self.topics.state, payload, qos=qos, retain=True)
 
     def _reject_event(self, kind: str, error: str) -> None:
         self._unpublishable += 1
@@ -255,6 +285,7 @@ class MqttBus:
             control_accepted=self._inbox.accepted,
             control_rejected=self._inbox.rejected,
             control_dropped=self._inbox.dropped,
+            control_suppressed=self._inbox.suppressed,
             unpublishable=self._unpublishable,
             connects=self._connects,
             disconnects=self._disconnects,
@@ -330,7 +361,11 @@ class MqttBus:
             self._state = BusState.CONNECTING
             try:
                 async with make_client(
-                    self._settings, self._address, tls, identifier=self._settings.client_id
+                    self._settings,
+                    self._address,
+                    tls,
+                    identifier=self._settings.client_id,
+                    will=self._will(),
                 ) as client:
                     await client.subscribe(self.topics.control, qos=1)
                     self._on_connected()

@@ -80,7 +80,10 @@ async def _control(
     if settings.mqtt.url is not None:
         from trader.bus.sender import send_command
 
-        sent = await send_command(settings.mqtt, command, reason, flatten=flatten)
+        # The message names the stored row: the daemon wakes for it rather than storing a twin.
+        sent = await send_command(
+            settings.mqtt, command, reason, flatten=flatten, event_id=event_id
+        )
     return event_id, sent
 
 
