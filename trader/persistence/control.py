@@ -172,14 +172,7 @@ class ControlCursor:
 
     async def applied(self, event: ControlEvent, now_ms: int) -> None:
         """Move the cursor past `event` (its effects are committed) and stamp `applied_at`."""
-        await insert_risk_event(
-            self._bind,
-            run_id=self._run_id,
-            ts_ms=now_ms,
-            kind=CURSOR_KIND,
-            symbol="",
-            detail=f"#{event.id} {event.command.value}",
-        )
+        await self._record(now_ms, f"#{event.id} {event.command.value}")
         self._last_id = max(self._last_id or 0, event.id)
         await mark_applied(self._bind, event.id, datetime.now(UTC))
 
@@ -198,15 +191,19 @@ class ControlCursor:
                 await conn.execute(select(func.max(ControlEventRow.id)).where(applied))
             ).scalar_one_or_none()
         start_id = int(newest or 0)
+        await self._record(now_ms, f"#{start_id} start")
+        return start_id
+
+    async def _record(self, now_ms: int, detail: str) -> None:
+        """Store one cursor row (`#<id> <what>`) for this run."""
         await insert_risk_event(
             self._bind,
             run_id=self._run_id,
             ts_ms=now_ms,
             kind=CURSOR_KIND,
             symbol="",
-            detail=f"#{start_id} start",
+            detail=detail,
         )
-        return start_id
 
 
 @dataclass(frozen=True, slots=True)
