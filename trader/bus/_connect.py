@@ -32,6 +32,8 @@ _RETRYABLE_REFUSALS = frozenset(
 _V311_SERVER_UNAVAILABLE = 3
 #: Messages aiomqtt buffers before the bus reads them (only the control topic is subscribed).
 _INCOMING_QUEUE_SIZE = 1_024
+#: Calls besides publishes that may await the broker at once (subscribes, unsubscribes).
+_SUBSCRIBE_CALLS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ def make_client(
         will: What the broker publishes for us if the connection drops without a DISCONNECT.
     """
     password = settings.password
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         address.host,
         address.port,
         username=settings.username,
@@ -110,6 +112,10 @@ def make_client(
         will=will,
         max_queued_incoming_messages=_INCOMING_QUEUE_SIZE,
     )
+    # aiomqtt warns on every publish past 10 awaiting their acknowledgement; the bus allows
+    # `max_inflight` by design (plus a few subscribes), so the warning would only be noise.
+    client.pending_calls_threshold = settings.max_inflight + _SUBSCRIBE_CALLS
+    return client
 
 
 async def load_tls(settings: MqttSettings) -> ssl.SSLContext:
