@@ -14,6 +14,7 @@ import pytest
 from tests.cli.test_errors import trader
 from tests.support import services
 from tests.support.eventually import until
+from tests.support.runs import add_run
 from trader.bus import MqttBus
 from trader.config import MqttSettings
 from trader.daemon import DatabaseControls, _mqtt_control_loop
@@ -70,10 +71,8 @@ def test_status_without_a_paper_run_is_one_line_and_status_2(tmp_path: Path) -> 
 def test_status_json_shows_state_positions_and_the_kill_switch(tmp_path: Path) -> None:
     """A run stored by a daemon (here: rows made by `run` would need an exchange, so the test
     seeds a run through the repository) and a pending kill show up in `status --json`."""
-    from datetime import UTC, datetime
 
     from trader.config import Settings
-    from trader.persistence import repository
     from trader.persistence.migrate import ensure_schema
 
     async def seed() -> None:
@@ -124,16 +123,7 @@ async def test_kill_and_resume_are_stored_once_when_also_sent_over_mqtt(tmp_path
     woken: list[None] = []
     try:
         await ensure_schema(db)
-        await repository.create_run(
-            db,
-            run_id="run-x",
-            mode="paper",
-            config={},
-            strategy="random",
-            interval="5",
-            symbols=["BTCUSDT"],
-            started_at=datetime.now(UTC),
-        )
+        await add_run(db, "run-x")
         bus = MqttBus(settings=MqttSettings(url=url, topic_prefix=prefix, control_secret=_SECRET))
         async with bus:
             await asyncio.wait_for(bus.wait_connected(), 5.0)

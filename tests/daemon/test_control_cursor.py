@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.runs import add_run
 from trader.daemon import DatabaseControls
 from trader.domain import ControlCommand
-from trader.persistence import control, repository
+from trader.persistence import control
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
 
@@ -29,24 +29,11 @@ async def db(db_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(url)
     await ensure_schema(engine)
     for run_id in ("btc", "eth", "new"):
-        await _create_run(engine, run_id)
+        await add_run(engine, run_id, symbols=[run_id.upper()])
     try:
         yield engine
     finally:
         await engine.dispose()
-
-
-async def _create_run(db: AsyncEngine, run_id: str) -> None:
-    await repository.create_run(
-        db,
-        run_id=run_id,
-        mode="paper",
-        config={},
-        strategy="random",
-        interval="5",
-        symbols=[run_id.upper()],
-        started_at=datetime.now(UTC),
-    )
 
 
 async def _apply_all(controls: DatabaseControls) -> list[tuple[int, ControlCommand]]:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.runs import add_run
 from trader.bus import ControlOutcome, ControlRejection, RejectReason, VerifiedCommand
 from trader.daemon import DatabaseControls, _mqtt_control_loop
 from trader.domain import ControlCommand
 from trader.errors import FatalError
-from trader.persistence import control, repository
+from trader.persistence import control
 from trader.persistence.control import WriteRetry
 from trader.persistence.database import make_engine
 from trader.persistence.migrate import ensure_schema
@@ -43,16 +43,7 @@ async def db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """A migrated SQLite file holding run `run-1`, whose writes give up on a lock at once."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'trader.db'}", busy_timeout_ms=1)
     await ensure_schema(engine)
-    await repository.create_run(
-        engine,
-        run_id=_RUN,
-        mode="paper",
-        config={},
-        strategy="random",
-        interval="5",
-        symbols=["BTCUSDT"],
-        started_at=datetime.now(UTC),
-    )
+    await add_run(engine, _RUN)
     try:
         yield engine
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.runs import add_run
 from trader.errors import FatalError
 from trader.persistence import repository
 from trader.persistence.database import make_engine
@@ -74,16 +74,7 @@ async def _risk_events_at_0002(engine: AsyncEngine, details: list[str]) -> None:
     """Migrate to 0002 and store a run with one risk event per detail at one instant."""
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
-    await repository.create_run(
-        engine,
-        run_id="r",
-        mode="replay",
-        config={},
-        strategy="random",
-        interval="5",
-        symbols=["BTCUSDT"],
-        started_at=datetime(2024, 1, 1, tzinfo=UTC),
-    )
+    await add_run(engine, "r", mode="replay")
     async with engine.begin() as conn:
         for kind, detail in details:
             await conn.execute(

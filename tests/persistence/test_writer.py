@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.runs import add_run
 from trader.errors import FatalError
 from trader.persistence import repository
 from trader.persistence._statements import WRITE_ORDER
@@ -374,16 +375,7 @@ async def test_writer_fails_after_retries_when_sqlite_stays_locked(sqlite_url: s
     """A lock held past every retry makes the writer fail, call on_fatal and refuse more work."""
     engine = make_engine(sqlite_url, busy_timeout_ms=1)
     await upgrade(engine)
-    await repository.create_run(
-        engine,
-        run_id=RUN,
-        mode="replay",
-        config={},
-        strategy="noop",
-        interval="5",
-        symbols=["BTCUSDT"],
-        started_at=datetime(2024, 1, 1, tzinfo=UTC),
-    )
+    await add_run(engine, RUN, mode="replay", strategy="noop")
     fatal: list[BaseException] = []
     try:
         async with _write_locked(sqlite_url):

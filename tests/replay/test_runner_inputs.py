@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.runs import add_run
 from trader.config import Settings
 from trader.errors import ConfigError
 from trader.persistence import repository
@@ -125,14 +126,11 @@ async def test_summary_and_metrics_say_not_recorded_when_a_run_has_no_counts(
     db = make_engine(settings.database.url)
     try:
         await ensure_schema(db)
-        await repository.create_run(
+        await add_run(
             db,
-            run_id="live-1",
-            mode="paper",
-            config={"settings": settings.redacted()},
+            "live-1",
             strategy="ema_cross",
-            interval="5",
-            symbols=["BTCUSDT"],
+            config={"settings": settings.redacted()},
             started_at=datetime(2025, 6, 27, tzinfo=UTC),
         )
         results = await load_run_results(db, "live-1")
