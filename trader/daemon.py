@@ -48,7 +48,7 @@ from trader.bus import (
 from trader.config import Settings
 from trader.domain import Bar
 from trader.engine import Engine
-from trader.errors import ConfigError, FatalError
+from trader.errors import ConfigError, FatalError, first_line
 from trader.features.buffer import warmup_bars
 from trader.feeds.backfill import RestBackfill
 from trader.feeds.backoff import Backoff
@@ -211,11 +211,15 @@ async def run_daemon(
             )
             try:
                 await _run_session(session, stop, recording, settings.recorder.flush_interval_s)
+                notifier.stopping()
+                # Everything processed is committed with its snapshot before anything closes;
+                # a failure here is a failed stop (FAILED below), not a clean one.
+                await engine.flush(wait=True)
             except Exception:
                 # Fail fast and commit nothing more: the failure may have struck mid-slice,
                 # and the restart continues cleanly from the last committed slice.
                 log.exception("daemon_failed", run_id=run_id)
-                notifier.stopping()
+                notifier.stopping()  # a second STOPPING after a failed final flush is harmless
                 # The bus says goodbye on the way out, so the broker will not send the will.
                 session.publish_state(Presence.FAILED)
                 raise
@@ -223,9 +227,6 @@ async def run_daemon(
                 if mqtt_control is not None:
                     mqtt_control.cancel()
                     await asyncio.gather(mqtt_control, return_exceptions=True)
-            notifier.stopping()
-            # Everything processed is committed with its snapshot before anything closes.
-            await engine.flush(wait=True)
             session.publish_state(Presence.STOPPED)
             return DaemonSummary(
                 run_id=run_id,
@@ -251,7 +252,6 @@ class DatabaseControls:
     def __init__(
         self, db: AsyncEngine, run_id: str, *, wall_ms: Callable[[], int] = _wall_ms
     ) -> None:
-        self._db = db
         self._cursor = control.ControlCursor(db, run_id)
         self._wall_ms = wall_ms
         self._failure: Exception | None = None
@@ -298,7 +298,7 @@ class _HaltOnWriterFailure:
         if engine is None:
             return
         # The first line names the cause; SQLAlchemy appends the whole statement after it.
-        cause = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        cause = first_line(exc)
         try:
             exchange_ms = self.feed.exchange_time_ms if self.feed is not None else None
             now_ms = exchange_ms if exchange_ms is not None else self._wall_ms()

@@ -51,3 +51,11 @@ class RiskRejected(TraderError):
         super().__init__(reason)
         self.reason = reason
         self.symbol = symbol
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (its type's name when empty), whitespace collapsed,
+    at most `limit` characters: SQLAlchemy appends the SQL and a link on further lines, and a
+    log field or an operator's line wants only what went wrong."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return " ".join(lines[0].split())[:limit]

@@ -129,7 +129,6 @@ class LiveSession:
         self._interval = interval
         self._interval_ms = interval_ms(interval)
         self._warmup_bars = warmup_bars
-        self._grace_ms = grace_ms
         self._notifier = notifier
         self._on_rest_bar = on_rest_bar
         self._controls = controls
@@ -313,9 +312,7 @@ class LiveSession:
         now_ms = await self._backfill.server_time_ms()
         forming_ms = now_ms - now_ms % self._interval_ms
         through_ms = forming_ms - self._interval_ms
-        # The newest bar whose confirm grace has surely run out by exchange time.
-        final_ms = now_ms - self._grace_ms
-        final_through_ms = final_ms - final_ms % self._interval_ms - self._interval_ms
+        final_through_ms = self._assembler.grace_over_through(now_ms)
         for symbol in self._symbols:
             newest = await self._fetch(symbol, now_ms, forming_ms)
             # REST may trail the stream by a moment: never settle past what it returned, and

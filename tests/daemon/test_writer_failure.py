@@ -85,3 +85,4 @@ async def test_writer_failure_halts_and_publishes_the_state_before_the_exit(
     state = orjson.loads(bytes(retained.payload))["data"]
     assert state["state"] == "HALTED"
     assert state["risk"]["reason"] == "error"
+    assert state["daemon"] == "failed"

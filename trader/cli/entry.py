@@ -2,20 +2,21 @@
 
 Owns building the Typer app, registering every command module's commands on it (in the order
 `trader --help` lists them) and the `db` and `data` groups, and `main`, which maps every
-failure raised outside a command's coroutine (settings, argument parsing, Ctrl-C) to one stderr
-line and an exit status. It must not hold a command itself, and must import only the command
-modules, which keep their heavy imports inside the commands.
+failure that reaches it (settings, argument parsing, Ctrl-C, an OS or database error from a
+command) to one stderr line and an exit status. It must not hold a command itself, and must
+import only the command modules, which keep their heavy imports inside the commands.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import structlog
 import typer
 
 from trader.cli import control, data, db, model, replay, report, run
-from trader.errors import ConfigError
+from trader.errors import ConfigError, first_line
 
 app = typer.Typer(
     name="trader",
@@ -61,13 +62,9 @@ def main() -> None:
         sys.stderr.write("trader: error: interrupted\n")
         sys.exit(130)
     except OSError as exc:  # a path that cannot be read or written, a full disk: one line
-        structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
-        sys.stderr.write(f"trader: error: {exc}\n")
-        sys.exit(1)
+        _failed(exc, str(exc))
     except _database_errors() as exc:  # a database that is missing, unreachable or foreign
-        structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
-        sys.stderr.write(f"trader: error: database error: {_first_line(exc)}\n")
-        sys.exit(1)
+        _failed(exc, f"database error: {first_line(exc, limit=1_000)}")
     sys.exit(status if isinstance(status, int) else 0)
 
 
@@ -84,8 +81,8 @@ def _database_errors() -> tuple[type[Exception], ...]:
     return (SQLAlchemyError, CommandError, RevisionError)
 
 
-def _first_line(exc: Exception) -> str:
-    """The message's first line, which names the driver's error; SQLAlchemy appends the SQL
-    statement and a documentation link on further lines."""
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    return " ".join(lines[0].split())
+def _failed(exc: Exception, message: str) -> NoReturn:
+    """One `trader: error:` line for the operator, a `command_failed` event, status 1."""
+    structlog.get_logger().error("command_failed", error=str(exc), kind=type(exc).__name__)
+    sys.stderr.write(f"trader: error: {message}\n")
+    sys.exit(1)

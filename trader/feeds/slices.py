@@ -89,6 +89,11 @@ class SliceAssembler:
         close_ms = start_ms + self._interval_ms
         return exchange_now_ms is not None and exchange_now_ms > close_ms + self._grace_ms
 
+    def grace_over_through(self, exchange_now_ms: int) -> int:
+        """The newest start whose bar closed at least the confirm grace before
+        `exchange_now_ms`: its confirm is no longer expected (the grace `overdue` allows)."""
+        return self._aligned(exchange_now_ms - self._grace_ms) - self._interval_ms
+
     def settle_through(self, through_start_ms: int) -> list[list[Bar]]:
         """Release every held slice with start <= `through_start_ms`, complete or not."""
         released: list[list[Bar]] = []

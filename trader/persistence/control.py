@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from trader.domain import ControlCommand
+from trader.errors import first_line
 from trader.persistence.models import ControlEventRow, RiskEventRow
 from trader.persistence.repository import (
     Bind,
@@ -155,11 +156,6 @@ class ControlCursor:
         self._run_id = run_id
         self._last_id: int | None = None
 
-    @property
-    def last_id(self) -> int | None:
-        """The id of the last command this run applied (None until `pending` first ran)."""
-        return self._last_id
-
     async def pending(self, now_ms: int) -> list[ControlEvent]:
         """Commands this run has not applied yet, oldest first.
 
@@ -231,7 +227,7 @@ class WriteRetry:
                     what=what,
                     attempt=attempt,
                     delay_s=delay_s,
-                    error=(str(exc).splitlines() or [type(exc).__name__])[0][:200],
+                    error=first_line(exc),
                 )
                 await self.sleep(delay_s)
         raise AssertionError("unreachable: the last attempt returns or raises")
