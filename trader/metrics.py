@@ -430,11 +430,15 @@ def _profit_factor(pnls: Sequence[float]) -> float | None:
     return math.fsum(p for p in pnls if p > 0) / gross_loss
 
 
+#: The summary's value for a run whose rejected inputs were never stored (a live run).
+NOT_RECORDED = "not recorded"
+
+
 def render_summary(
     *,
     metrics: Metrics,
     bars: int,
-    rejected: Mapping[str, int],
+    rejected: Mapping[str, int] | None,
     decisions: Mapping[str, int],
     title: str,
     color: bool = False,
@@ -444,7 +448,7 @@ def render_summary(
     Args:
         metrics: the run's metrics.
         bars: bars the engine processed (all symbols), which may exceed `metrics.bars`.
-        rejected: rejected input bars or frames, by reason.
+        rejected: rejected input bars or frames, by reason; None when never recorded.
         decisions: strategy decisions, by action.
         title: first line of the summary.
         color: emit ANSI styles; pass False for non-TTY output to get plain text.
@@ -477,7 +481,7 @@ def render_summary(
 
 
 def _summary_rows(
-    m: Metrics, bars: int, rejected: Mapping[str, int], decisions: Mapping[str, int]
+    m: Metrics, bars: int, rejected: Mapping[str, int] | None, decisions: Mapping[str, int]
 ) -> list[tuple[str, str | Text]]:
     pnl_style = "green" if m.pnl_usdt > 0 else "red" if m.pnl_usdt < 0 else ""
     pnl = Text(f"{m.pnl_usdt:+,.2f} USDT ({m.total_return:+.2%})", style=pnl_style)
@@ -486,7 +490,7 @@ def _summary_rows(
     trades += f"; win rate {_opt(m.win_rate, '.1%')}, profit factor {_opt(m.profit_factor, '.2f')}"
     return [
         ("bars processed", f"{bars:,} ({m.bars:,} equity points{_period(m)})"),
-        ("rejected inputs", _counts(rejected)),
+        ("rejected inputs", NOT_RECORDED if rejected is None else _counts(rejected)),
         ("decisions", _counts(decisions)),
         ("trades", trades),
         (

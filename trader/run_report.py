@@ -12,7 +12,7 @@ finished) reports them as not recorded, never as 0. It must not run the engine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 #: The key of `runs.config` that holds a finished replay's rejected-input counts by reason.
 REJECTED_KEY = "rejected_inputs"
-#: The summary's value for a run whose rejected inputs were never stored.
-NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +53,7 @@ class RunResults:
     decisions: dict[str, int]
     metrics: Metrics
     #: Rejected inputs by reason; None when the run has none stored (live runs).
-    rejected: dict[str, int] | None = field(default_factory=dict)
+    rejected: dict[str, int] | None
 
     @property
     def bars(self) -> int:
@@ -143,23 +141,14 @@ async def load_run_results(
 
 def summary_text(results: RunResults, *, color: bool) -> str:
     """The end-of-run summary printed by `trader replay` and `trader report`."""
-    text = render_summary(
+    return render_summary(
         metrics=results.metrics,
         bars=results.bars,
-        rejected=results.rejected or {},
+        rejected=results.rejected,
         decisions=results.decisions,
         title=f"run {results.run_id} ({results.strategy})",
         color=color,
     )
-    if results.rejected is not None:
-        return text
-    # render_summary has no notion of counts that were never kept: it would print 0.
-    lines = text.split("\n")
-    for number, line in enumerate(lines):
-        if "rejected inputs" in line and line.endswith("0"):
-            lines[number] = line[:-1] + NOT_RECORDED
-            break
-    return "\n".join(lines)
 
 
 async def write_run_report(db: AsyncEngine, results: RunResults, out_dir: Path) -> ReportPaths:

@@ -337,16 +337,16 @@ class FeatureKernel:
         if i < _BB_N - 1:
             return NAN, NAN
         total = self._sma[0]
+        mean = total / _BB_N
         if i == _BB_N - 1:
             self._bb_m2 = _ring_m2(self._closes, i, _BB_N, total)
         else:
             # Sliding Welford update: exact for a flat window, no sum-of-squares cancellation.
             old = self._closes[(i - _BB_N) & _MASK]
             old_mean = (total - c + old) / _BB_N
-            self._bb_m2 += (c - old) * (c - total / _BB_N + old - old_mean)
+            self._bb_m2 += (c - old) * (c - mean + old - old_mean)
         m2 = self._bb_m2
         sd = math.sqrt(m2 / _BB_N) if m2 > 0.0 else 0.0
-        mean = total / _BB_N
         # A sum of positive closes is only <= 0 when a spike ~2**53 times the other closes
         # left the window and took them with it in rounding (until the next resync): report
         # the flat-window width rather than divide by it.

@@ -58,8 +58,7 @@ def iter_slices(
         ConfigError: on the first step, before any slice, when the first bars of two sources
             have different intervals.
     """
-    labels = list(names) if names is not None else []
-    labels += [f"source[{index}]" for index in range(len(labels), len(sources))]
+    labels = list(names) if names is not None else [f"source[{i}]" for i in range(len(sources))]
     streams = [_bars_of(source, index, rejections) for index, source in enumerate(sources)]
     firsts = [next(stream, None) for stream in streams]
     run_interval = _run_interval(firsts, labels)

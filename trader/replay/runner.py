@@ -10,6 +10,7 @@ input itself (the sources do).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ async def _results_with_rejections(
     rejections.quiet = True
     for _ in _slices(options, rejections):
         pass
-    return await load_run_results(db, run_id, rejected=rejections.as_dict())
+    return dataclasses.replace(results, rejected=rejections.as_dict())
 
 
 def _slices(options: ReplayOptions, rejections: RejectionCounter) -> Iterator[list[Bar]]:
