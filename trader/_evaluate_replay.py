@@ -111,13 +111,13 @@ async def _run(job: ReplayJob, db: Path) -> JobResult:
             )
         }
     )
-    run_id = f"evaluate-{job.series}-{job.variant.name}"
+    run_name = f"evaluate-{job.series}-{job.variant.name}"
     options = ReplayOptions(
-        sources=(job.path,), from_ms=job.from_ms, to_ms=job.to_ms, run_name=run_id
+        sources=(job.path,), from_ms=job.from_ms, to_ms=job.to_ms, run_name=run_name
     )
     outcome = await replay(settings, options, strategy=strategy)
     results = outcome.results
-    decisions = await _heldout_decisions(settings, run_id, job.heldout_start_ms)
+    decisions = await _heldout_decisions(settings, results.run_id, job.heldout_start_ms)
     step = interval_ms(results.interval)
     held = [p for p in results.equity if p.ts_ms > job.heldout_start_ms]
     before = [p for p in results.equity if p.ts_ms <= job.heldout_start_ms]

@@ -37,13 +37,13 @@ from pydantic_settings import (
 )
 
 from trader.errors import ConfigError
+from trader.logs import REDACTED
 
 DEFAULT_CONFIG_PATHS = (Path("trader.toml"), Path("/etc/trader/trader.toml"))
 SECRET_KEYS = ("broker.api_key", "broker.api_secret", "mqtt.password", "mqtt.control_secret")
 #: URLs that may carry a password in their userinfo (`postgresql+asyncpg://user:pw@host/db`);
 #: `mqtt.url` cannot (its credentials are `mqtt.username` and `mqtt.password`).
 URL_KEYS = ("database.url", "feed.ws_url", "feed.rest_url")
-REDACTED = "**redacted**"
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]

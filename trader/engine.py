@@ -56,11 +56,6 @@ log = structlog.get_logger()
 
 #: `should_flush` inspects the batch and the clock once per this many slices.
 _FLUSH_CHECK_EVERY_SLICES = 8
-#: The row lists of a WriteBatch that carry over as they are when a submit fails (positions
-#: are rebuilt from the portfolio instead, the snapshot taken anew).
-_BATCH_TABLES = tuple(
-    f.name for f in dataclasses.fields(WriteBatch) if f.name not in ("positions", "snapshot")
-)
 _ZERO = Decimal(0)
 
 
@@ -644,9 +639,7 @@ class Engine:
         Its snapshot is dropped (the next flush takes a new one) and its positions are marked
         dirty again, so they are rebuilt from the portfolio as of that flush.
         """
-        pending = self._batch
-        for name in _BATCH_TABLES:
-            setattr(pending, name, getattr(batch, name) + getattr(pending, name))
+        self._batch.put_back(batch)
         for row in batch.positions:
             self._dirty_positions.setdefault(row["symbol"], row["updated_ms"])
 
@@ -664,7 +657,6 @@ class Engine:
             "strategy": self._strategy.state_dict(),
             "open_orders": [order.to_state() for order in self._open_orders.values()],
             "flatten_owed": self._flatten_owed,
-            "model_halted": self._model_halted,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -682,7 +674,9 @@ class Engine:
         }
         # Snapshots from before the kill switch have no owed flatten.
         self._flatten_owed = bool(state.get("flatten_owed", False))
-        self._model_halted = bool(state.get("model_halted", False))
+        # The strategy restores its own failure (above): the halt it caused has been applied.
+        health = self._model_health
+        self._model_halted = health is not None and health.halted_reason is not None
         self._held = {}
         for symbol in self._portfolio.symbols():
             self._refresh_held(symbol)

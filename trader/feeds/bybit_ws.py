@@ -28,6 +28,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from trader.config import redact_url
 from trader.domain import Bar
 from trader.errors import DataError, TransientError
 from trader.feeds._ws_intake import KlineIntake
@@ -320,7 +321,7 @@ class BybitKlineFeed:
         self._staleness.reset(self._book.topics, now)
         self._book.reset_for_reconnect()
         self._ws = ws
-        self._log.info("feed_connected", url=self._ws_url)
+        self._log.info("feed_connected", url=redact_url(self._ws_url))
         self._state = FeedState.SUBSCRIBING
         await self._subscribe(ws)
         self._backoff.reset()

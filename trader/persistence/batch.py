@@ -51,6 +51,20 @@ class WriteBatch:
             + len(self.positions)
         )
 
+    def put_back(self, unsent: WriteBatch) -> None:
+        """Put the rows of a batch that was never written in front of this one's.
+
+        Positions and the snapshot are not carried: both describe the state at a flush and are
+        taken anew at the next one.
+        """
+        self.bars[:0] = unsent.bars
+        self.decisions[:0] = unsent.decisions
+        self.orders[:0] = unsent.orders
+        self.fills[:0] = unsent.fills
+        self.equity[:0] = unsent.equity
+        self.rewards[:0] = unsent.rewards
+        self.risk_events[:0] = unsent.risk_events
+
     def is_empty(self) -> bool:
         """True when there is nothing to write, snapshot included."""
         return self.snapshot is None and self.row_count() == 0
