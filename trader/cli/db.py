@@ -65,11 +65,10 @@ def _missing_sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL when it does not exist yet (None for other URLs)."""
     from sqlalchemy.engine import make_url
 
+    from trader.persistence.database import is_file_sqlite_url
+
     parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
-        return None
-    if parsed.query.get("uri"):  # `file:...` URIs name their file their own way
-        return None
-    path = Path(database)
+    if not is_file_sqlite_url(parsed) or parsed.query.get("uri"):
+        return None  # not a file, or a `file:...` URI that names its file its own way
+    path = Path(str(parsed.database))
     return None if path.exists() else path

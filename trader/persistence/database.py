@@ -60,8 +60,13 @@ def make_sync_sqlite_engine(
 
 def is_file_sqlite(engine: AsyncEngine) -> bool:
     """True for a SQLite database in a file (not `:memory:`, which one connection owns)."""
-    database = engine.url.database
-    return engine.dialect.name == SQLITE and bool(database) and database != ":memory:"
+    return is_file_sqlite_url(engine.url)
+
+
+def is_file_sqlite_url(url: URL) -> bool:
+    """`is_file_sqlite` for a parsed URL, before any engine exists."""
+    database = url.database
+    return url.get_backend_name() == SQLITE and bool(database) and database != ":memory:"
 
 
 def _tune_sqlite(engine: Engine, busy_timeout_ms: int, *, auto_checkpoint: bool = True) -> None:
